@@ -1,0 +1,53 @@
+//! `aos-cloud-manager`: the admin CLI (configuration, schema migrations, the all-in-one
+//! single-node mode; operator verbs are added by the issues that build what they drive).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+
+#[derive(Parser)]
+#[command(
+    name = "aos-cloud-manager",
+    version,
+    about = "Admin CLI of aos-cloud-manager (OpenStack compute HA, balancing, power)"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: aos_daemon::CommonArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inspect the effective configuration.
+    #[command(subcommand)]
+    Config(commands::config::ConfigCommand),
+    /// Write the example configuration files where missing and check the installation.
+    Configure(commands::configure::ConfigureArgs),
+    /// Database schema: list migrations, migrate up or down.
+    #[command(subcommand)]
+    Db(commands::db::DbCommand),
+    /// Run all five roles in one process on the embedded default (SQLite, no broker needed).
+    AllInOne(commands::all_in_one::AllInOneArgs),
+}
+
+fn main() -> ExitCode {
+    aos_daemon::startup::install_crypto_provider();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Config(command) => commands::config::run(&cli.common, command),
+        Command::Configure(args) => commands::configure::run(&cli.common, args),
+        Command::Db(command) => commands::db::run(&cli.common, command),
+        Command::AllInOne(args) => commands::all_in_one::run(&cli.common, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! RabbitMQ for aos-cloud-manager: the only crate that knows lapin. It owns connecting with
+//! exponential backoff (a broker restart must never crash a daemon) and, as the suite grows,
+//! the topology (exchanges, queues, bindings) declared in one place.
+
+pub mod backoff;
+
+use lapin::{Connection, ConnectionProperties};
+
+pub use backoff::Backoff;
+pub use lapin;
+
+/// A broker failure, with the URI's password already masked.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot connect to RabbitMQ at {uri}: {source}")]
+    Connect {
+        uri: String,
+        #[source]
+        source: lapin::Error,
+    },
+    #[error("RabbitMQ operation failed: {0}")]
+    Operation(#[from] lapin::Error),
+}
+
+/// Replaces the password of an `amqp://user:pass@host/vhost` URI by `***` for messages.
+pub fn mask_uri(uri: &str) -> String {
+    match (uri.find("://"), uri.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &uri[scheme_end + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!("{}{}:***{}", &uri[..scheme_end + 3], &credentials[..colon], &uri[at..]),
+                None => uri.to_owned(),
+            }
+        }
+        _ => uri.to_owned(),
+    }
+}
+
+/// One connection attempt. `connection_name` shows in the RabbitMQ management UI.
+pub async fn connect(uri: &str, connection_name: &str) -> Result<Connection, BusError> {
+    let properties = ConnectionProperties::default().with_connection_name(connection_name.into());
+    Connection::connect(uri, properties).await.map_err(|source| BusError::Connect { uri: mask_uri(uri), source })
+}
+
+/// Connects, retrying with exponential backoff until it succeeds or `shutdown` is cancelled
+/// (then `None`). `on_failure` sees every failed attempt (readiness reporting).
+pub async fn connect_with_backoff(
+    uri: &str,
+    connection_name: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+    mut on_failure: impl FnMut(&BusError),
+) -> Option<Connection> {
+    let mut backoff = Backoff::default();
+    loop {
+        match connect(uri, connection_name).await {
+            Ok(connection) => return Some(connection),
+            Err(error) => on_failure(&error),
+        }
+        let delay = backoff.next_delay();
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_the_password_only() {
+        assert_eq!(mask_uri("amqp://aos:s3cret@127.0.0.1:5672/%2F"), "amqp://aos:***@127.0.0.1:5672/%2F");
+        assert_eq!(mask_uri("amqp://127.0.0.1:5672/aos"), "amqp://127.0.0.1:5672/aos");
+        assert_eq!(mask_uri("amqp://user@h/v"), "amqp://user@h/v");
+    }
+}

@@ -1,0 +1,18 @@
+//! Thin entry point: arguments, then the shared daemon life in `aos_daemon::main_entry`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// aos-cloud-manager api daemon.
+#[derive(Parser)]
+#[command(name = "aos-cloud-manager-api", version)]
+struct Args {
+    #[command(flatten)]
+    common: aos_daemon::CommonArgs,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    aos_daemon::main_entry(aos_api::ROLE, &args.common, aos_api::logfile, aos_api::run)
+}

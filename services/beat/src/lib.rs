@@ -1,0 +1,93 @@
+//! `aos-cloud-manager-beat`: the scheduler. Exactly one beat is active across controllers: it
+//! holds the `beat` lease (see `aos_daemon::lease`), and only while it does, it runs the
+//! periodic jobs (node tracker, node and storage sync, balancing, DRS trigger — added by their
+//! issues) and the housekeeping below. The others stand by and take over when the lease expires.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use aos_daemon::{DaemonContext, LeaseGrant, LeaseKeeper};
+
+pub const ROLE: &str = "beat";
+/// Name of the lease row that elects the active beat.
+pub const LEASE_NAME: &str = "beat";
+
+/// `[beat] logfile`.
+pub fn logfile(config: &aos_config::Config) -> Option<&std::path::Path> {
+    config.beat.logfile.as_deref()
+}
+
+/// Counters of the housekeeping job, for logs and (later) metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BeatCounters {
+    pub rounds: u64,
+    pub stale_instances_purged: u64,
+}
+
+pub async fn run(context: DaemonContext) -> anyhow::Result<()> {
+    let shutdown = context.shutdown.clone();
+    let mut status_task = None;
+    if let Some(port) = context.config.beat.status_port {
+        let address = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+        let (_, task) =
+            aos_daemon::status::serve_status(ROLE, address, context.readiness.clone(), shutdown.clone()).await?;
+        status_task = Some(task);
+    }
+    let keeper = LeaseKeeper {
+        name: LEASE_NAME.to_owned(),
+        holder: context.identity.clone(),
+        ttl: context.config.coordination.lease_ttl,
+        renew_interval: context.config.coordination.lease_renew_interval,
+    };
+    let (mut grants, lease_task) = keeper.spawn(context.db.clone(), context.readiness.clone(), shutdown.clone());
+    let mut counters = BeatCounters::default();
+    // Housekeeping does not need to be fast; the jobs of later issues keep their own periods.
+    let mut ticker = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            changed = grants.changed() => {
+                if changed.is_err() { break; }
+                let grant = *grants.borrow_and_update();
+                match grant {
+                    Some(grant) => tracing::info!(generation = grant.generation, identity = %context.identity, "beat active"),
+                    None => tracing::info!(identity = %context.identity, "beat standing by"),
+                }
+            }
+            _ = ticker.tick() => {
+                let grant = *grants.borrow();
+                if let Some(grant) = grant.filter(LeaseGrant::is_valid) {
+                    if let Err(error) = run_once(&context, grant, &mut counters).await {
+                        tracing::warn!(error = %format!("{error:#}"), "beat round failed");
+                    }
+                }
+            }
+        }
+    }
+    // Ordered shutdown: stop scheduling, then release the lease so a standby takes over now.
+    let _ = lease_task.await;
+    if let Some(task) = status_task {
+        let _ = task.await;
+    }
+    tracing::info!(rounds = counters.rounds, stale_instances_purged = counters.stale_instances_purged, "beat stopped");
+    Ok(())
+}
+
+/// One round of the active beat's work, every write guarded by the lease generation.
+///
+/// Today: forget service instances whose heartbeat stopped three periods ago (processes that
+/// died without deregistering). The periodic jobs of later issues are added here.
+pub async fn run_once(context: &DaemonContext, grant: LeaseGrant, counters: &mut BeatCounters) -> anyhow::Result<()> {
+    counters.rounds += 1;
+    let stale_after = aos_daemon::registry::HEARTBEAT_PERIOD * 3;
+    let older_than = chrono::Utc::now() - chrono::Duration::from_std(stale_after)?;
+    let transaction = aos_db::begin_write(&context.db).await?;
+    aos_db::guard_lease(&transaction, LEASE_NAME, grant.generation).await?;
+    let purged = aos_db::purge_stale_service_instances(&transaction, older_than).await?;
+    transaction.commit().await?;
+    if purged > 0 {
+        tracing::info!(purged, "forgot service instances whose heartbeat stopped");
+    }
+    counters.stale_instances_purged += purged;
+    Ok(())
+}
