@@ -29,7 +29,7 @@ pub async fn spawn_heartbeat(context: &DaemonContext) -> anyhow::Result<Heartbea
     let role = context.role;
     let host = context.host.clone();
     let readiness = context.readiness.clone();
-    let id = aos_db::register_service_instance(&db, role, &host, std::process::id()).await?;
+    let id = register_with_retry(&db, role, &host).await?;
     let stop = tokio_util::sync::CancellationToken::new();
     let stopped = stop.clone();
     let task = tokio::spawn(async move {
@@ -53,4 +53,21 @@ pub async fn spawn_heartbeat(context: &DaemonContext) -> anyhow::Result<Heartbea
         }
     });
     Ok(Heartbeat { stop, task })
+}
+
+/// Registration races with other daemons starting at the same moment (InnoDB may answer a
+/// deadlock for concurrent delete-then-insert); a few retries make start-up robust to that.
+async fn register_with_retry(db: &aos_db::DatabaseConnection, role: &str, host: &str) -> anyhow::Result<i64> {
+    let mut attempt = 1;
+    loop {
+        match aos_db::register_service_instance(db, role, host, std::process::id()).await {
+            Ok(id) => return Ok(id),
+            Err(error) if attempt < 5 => {
+                tracing::warn!(%error, attempt, "service registration failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                attempt += 1;
+            }
+            Err(error) => return Err(anyhow::Error::new(error).context("cannot register the service instance")),
+        }
+    }
 }

@@ -11,12 +11,18 @@ use sea_orm::{
 };
 
 use crate::entity::service_instance::{self, Column, ServiceInstanceState};
-use crate::{DbError, begin_write, db_time};
+use crate::{DbError, db_time};
 
 /// Registers this process (state `starting`) and returns its row id for later heartbeats.
 ///
 /// A leftover row with the same role, host and pid can only be from a process that died
 /// without deregistering (the pid is ours now), so it is replaced rather than rejected.
+///
+/// The delete and the insert are two statements, each committed on its own, not one
+/// transaction: no other process can write a row with our pid in between, and on
+/// MariaDB/InnoDB a transaction whose delete found nothing keeps a gap lock until it
+/// commits, so processes registering at the same moment (all-in-one starts five roles at
+/// once) deadlocked on each other's gap locks when they inserted.
 pub async fn register_service_instance(
     db: &DatabaseConnection,
     role: &str,
@@ -25,12 +31,11 @@ pub async fn register_service_instance(
 ) -> Result<i64, DbError> {
     let now = db_time(Utc::now());
     let pid = i64::from(pid);
-    let txn = begin_write(db).await?;
     service_instance::Entity::delete_many()
         .filter(Column::Role.eq(role))
         .filter(Column::Host.eq(host))
         .filter(Column::Pid.eq(pid))
-        .exec(&txn)
+        .exec(db)
         .await?;
     let row = service_instance::ActiveModel {
         role: Set(role.to_owned()),
@@ -42,9 +47,8 @@ pub async fn register_service_instance(
         details: Set(None),
         ..Default::default()
     }
-    .insert(&txn)
+    .insert(db)
     .await?;
-    txn.commit().await?;
     Ok(row.id)
 }
 

@@ -1,1 +1,187 @@
-//! Helpers for the daemons' integration tests.
+//! Helpers for the daemons' integration tests: a fresh migrated database written into a config
+//! file, a daemon binary spawned on it, signals, and bounded waiting. Dev-dependency only.
+//!
+//! Waiting is always bounded (`wait_until`) and never used as an assertion on speed: a bound is
+//! a liveness limit far above the expected time, so a slow CI machine does not fail a test.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use aos_db::testing::TestDatabase;
+
+pub use aos_db::testing;
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// The `[database] url` a config file should carry for a test database, in the forms operators
+/// write: SQLAlchemy's `mysql+pymysql://…?charset=utf8` and `sqlite:////abs/path`.
+pub fn config_database_url(database: &TestDatabase) -> String {
+    let url = database.url();
+    if let Some(rest) = url.strip_prefix("mysql://") {
+        return format!("mysql+pymysql://{rest}?charset=utf8");
+    }
+    let path = url.trim_start_matches("sqlite://");
+    let path = path.split('?').next().unwrap_or(path);
+    format!("sqlite:///{path}")
+}
+
+/// A scratch directory holding a config file and the daemons' logs.
+pub struct Scratch {
+    directory: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> anyhow::Result<Self> {
+        Ok(Self { directory: tempfile::Builder::new().prefix("aos-it-").tempdir()? })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.directory.path()
+    }
+
+    /// Writes `cloud_manager.conf` with `ini` and returns its path.
+    pub fn write_config(&self, ini: &str) -> anyhow::Result<PathBuf> {
+        let path = self.directory.path().join("cloud_manager.conf");
+        std::fs::write(&path, ini)?;
+        Ok(path)
+    }
+}
+
+/// A config for a daemon under test: the database, fast leases, a short shutdown deadline, no
+/// status ports (tests run several daemons side by side), plus `extra` sections.
+pub fn test_config(database: &TestDatabase, extra: &str) -> anyhow::Result<String> {
+    Ok(format!(
+        "[DEFAULT]\nshutdown_timeout = 10\n\n[database]\nurl = {url}\n\n[coordination]\nlease_ttl = 4\nlease_renew_interval = 1\n\n\
+         [api]\nhost = 127.0.0.1\nport = {api_port}\n\n[listener]\nstatus_port = 0\n\n[beat]\nstatus_port = 0\n\n\
+         [worker]\nstatus_port = 0\n\n[agent]\nstatus_port = 0\n\n{extra}\n",
+        url = config_database_url(database),
+        api_port = free_port()?,
+    ))
+}
+
+/// A daemon process under test; killed when dropped if still running.
+pub struct DaemonProcess {
+    child: tokio::process::Child,
+    pid: u32,
+    log_path: PathBuf,
+}
+
+impl DaemonProcess {
+    /// Starts `binary --no-default-config-files --config-file CONFIG`, logging to `log_path`.
+    pub fn spawn(binary: &str, config: &Path, log_path: PathBuf) -> anyhow::Result<Self> {
+        let log = std::fs::File::create(&log_path)?;
+        let child = tokio::process::Command::new(binary)
+            .arg("--no-default-config-files")
+            .arg("--config-file")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {binary}"))?;
+        let pid = child.id().context("child has no pid")?;
+        Ok(Self { child, pid, log_path })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid)?);
+        nix::sys::signal::kill(pid, signal).with_context(|| format!("cannot send {signal} to {}", self.pid))
+    }
+
+    pub fn sigterm(&self) -> anyhow::Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGTERM)
+    }
+
+    pub fn sigkill(&self) -> anyhow::Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGKILL)
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> anyhow::Result<ExitStatus> {
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(status) => Ok(status?),
+            Err(_) => bail!("pid {} still running after {limit:?}; log:\n{}", self.pid, self.log()),
+        }
+    }
+
+    /// Whether the process has exited (without waiting).
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
+
+/// Polls `probe` every 100 ms until it returns `Some`, for at most `limit`; the error names
+/// `what` was awaited.
+pub async fn wait_until<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe().await? {
+            return Ok(value);
+        }
+        if started.elapsed() > limit {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The scenario every daemon passes: started on a fresh migrated database it registers its
+/// service instance; SIGTERM makes it exit 0 within its shutdown deadline and deregister.
+pub async fn sigterm_scenario(binary: &str, role: &str, database: &TestDatabase) -> anyhow::Result<()> {
+    let db = database.connect_migrated().await?;
+    let scratch = Scratch::new()?;
+    let config = scratch.write_config(&test_config(database, "")?)?;
+    let mut daemon = DaemonProcess::spawn(binary, &config, scratch.path().join(format!("{role}.log")))?;
+    let pid = i64::from(daemon.pid());
+    wait_until(Duration::from_secs(60), "the daemon to register its service instance", || async {
+        let instances = aos_db::list_service_instances(&db).await?;
+        Ok(instances.iter().any(|instance| instance.pid == pid && instance.role == role).then_some(()))
+    })
+    .await
+    .with_context(|| daemon.log())?;
+    daemon.sigterm()?;
+    // The configured deadline is 10 s; allow generous slack for a loaded CI machine.
+    let status = daemon.wait_exit(Duration::from_secs(30)).await?;
+    anyhow::ensure!(status.success(), "{role} exited with {status} after SIGTERM; log:\n{}", daemon.log());
+    let instances = aos_db::list_service_instances(&db).await?;
+    anyhow::ensure!(!instances.iter().any(|instance| instance.pid == pid), "{role} did not deregister on SIGTERM");
+    db.close().await?;
+    Ok(())
+}
+
+/// A daemon started on a database whose schema is behind refuses to start, names the command
+/// that fixes it, and exits non-zero.
+pub async fn schema_behind_scenario(binary: &str, database: &TestDatabase) -> anyhow::Result<()> {
+    let db = database.connect().await?;
+    aos_db::migrate_to(&db, Some(1)).await?;
+    let scratch = Scratch::new()?;
+    let config = scratch.write_config(&test_config(database, "")?)?;
+    let mut daemon = DaemonProcess::spawn(binary, &config, scratch.path().join("daemon.log"))?;
+    let status = daemon.wait_exit(Duration::from_secs(60)).await?;
+    anyhow::ensure!(!status.success(), "daemon started on a schema that is behind");
+    let log = daemon.log();
+    anyhow::ensure!(log.contains("aos-cloud-manager db migrate"), "the refusal does not name the fix:\n{log}");
+    db.close().await?;
+    Ok(())
+}

@@ -41,6 +41,7 @@ pub async fn run(context: DaemonContext) -> anyhow::Result<()> {
     };
     let (mut grants, lease_task) = keeper.spawn(context.db.clone(), context.readiness.clone(), shutdown.clone());
     let mut counters = BeatCounters::default();
+    let mut active_generation = None;
     // Housekeeping does not need to be fast; the jobs of later issues keep their own periods.
     let mut ticker = tokio::time::interval(Duration::from_secs(10));
     loop {
@@ -48,10 +49,14 @@ pub async fn run(context: DaemonContext) -> anyhow::Result<()> {
             _ = shutdown.cancelled() => break,
             changed = grants.changed() => {
                 if changed.is_err() { break; }
-                let grant = *grants.borrow_and_update();
-                match grant {
-                    Some(grant) => tracing::info!(generation = grant.generation, identity = %context.identity, "beat active"),
-                    None => tracing::info!(identity = %context.identity, "beat standing by"),
+                // Renewals also change the grant (its deadline); log only a change of role.
+                let generation = grants.borrow_and_update().map(|grant| grant.generation);
+                if generation != active_generation {
+                    match generation {
+                        Some(generation) => tracing::info!(generation, identity = %context.identity, "beat active"),
+                        None => tracing::info!(identity = %context.identity, "beat standing by"),
+                    }
+                    active_generation = generation;
                 }
             }
             _ = ticker.tick() => {
