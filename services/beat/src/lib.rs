@@ -61,10 +61,10 @@ pub async fn run(context: DaemonContext) -> anyhow::Result<()> {
             }
             _ = ticker.tick() => {
                 let grant = *grants.borrow();
-                if let Some(grant) = grant.filter(LeaseGrant::is_valid) {
-                    if let Err(error) = run_once(&context, grant, &mut counters).await {
-                        tracing::warn!(error = %format!("{error:#}"), "beat round failed");
-                    }
+                if let Some(grant) = grant.filter(LeaseGrant::is_valid)
+                    && let Err(error) = run_once(&context, grant, &mut counters).await
+                {
+                    tracing::warn!(error = %format!("{error:#}"), "beat round failed");
                 }
             }
         }
