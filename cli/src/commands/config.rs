@@ -47,10 +47,10 @@ pub fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
     }
     let line = |cells: Vec<&str>| {
         let padded: Vec<String> = cells.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
-        println!("{}", padded.join(" | ").trim_end());
+        out!("{}", padded.join(" | ").trim_end());
     };
     line(header.to_vec());
-    println!("{}", widths.iter().map(|width| "-".repeat(*width)).collect::<Vec<_>>().join("-+-"));
+    out!("{}", widths.iter().map(|width| "-".repeat(*width)).collect::<Vec<_>>().join("-+-"));
     for row in rows {
         line(row.iter().map(String::as_str).collect());
     }

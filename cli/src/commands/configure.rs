@@ -26,10 +26,10 @@ struct Report {
 impl Report {
     fn record(&mut self, check: &str, outcome: Result<String, String>) {
         match outcome {
-            Ok(detail) => println!("[ OK ] {check}: {detail}"),
+            Ok(detail) => out!("[ OK ] {check}: {detail}"),
             Err(detail) => {
                 self.failures += 1;
-                println!("[FAIL] {check}: {detail}");
+                out!("[FAIL] {check}: {detail}");
             }
         }
     }
@@ -48,7 +48,7 @@ pub fn run(common: &CommonArgs, args: ConfigureArgs) -> anyhow::Result<ExitCode>
         Ok(loaded) => {
             let detail = format!("{} file(s) read, {} warning(s)", loaded.files_read().len(), loaded.warnings.len());
             for warning in &loaded.warnings {
-                println!("       warning: {warning}");
+                out!("       warning: {warning}");
             }
             report.record("configuration", Ok(detail));
             loaded
@@ -66,10 +66,10 @@ pub fn run(common: &CommonArgs, args: ConfigureArgs) -> anyhow::Result<ExitCode>
     report.record("database", runtime.block_on(check_database(&config)));
     report.record("message broker", runtime.block_on(check_broker(&config)));
     if report.failures == 0 {
-        println!("configure: all checks passed");
+        out!("configure: all checks passed");
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("configure: {} check(s) failed", report.failures);
+        out!("configure: {} check(s) failed", report.failures);
         Ok(ExitCode::FAILURE)
     }
 }

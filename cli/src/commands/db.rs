@@ -68,8 +68,8 @@ pub fn run(common: &CommonArgs, command: DbCommand) -> anyhow::Result<ExitCode> 
 async fn list(db: &aos_db::DatabaseConnection) -> anyhow::Result<ExitCode> {
     let migrations = aos_db::migration_status(db).await?;
     let current = aos_db::current_version(db).await?;
-    println!("Module name: {MODULE_NAME}");
-    println!("Current version: {current} (latest known: {})", aos_db::latest_version());
+    out!("Module name: {MODULE_NAME}");
+    out!("Current version: {current} (latest known: {})", aos_db::latest_version());
     let rows: Vec<[String; 3]> = migrations
         .iter()
         .map(|migration| {
@@ -94,8 +94,8 @@ async fn migrate(db: &aos_db::DatabaseConnection, args: MigrateArgs) -> anyhow::
         let after = aos_db::migration_status(db).await?;
         for (old, new) in before.iter().zip(&after) {
             match (old.applied, new.applied) {
-                (false, true) => println!("applied  {:>3} {}", new.number, new.name),
-                (true, false) => println!("reverted {:>3} {}", new.number, new.name),
+                (false, true) => out!("applied  {:>3} {}", new.number, new.name),
+                (true, false) => out!("reverted {:>3} {}", new.number, new.name),
                 _ => {}
             }
         }

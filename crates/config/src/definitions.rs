@@ -822,6 +822,16 @@ pub static OPTIONS: &[OptionDef] = &[
         "Path to log file of aos-cloud-manager-worker service. Empty: the service logs as set in \
          [DEFAULT] (log_dir, log_file).",
     ),
+    OptionDef::new(
+        CM,
+        "worker",
+        "queue_prefix",
+        REQUIRED_TEXT,
+        "aos-cloud-manager",
+        "Prefix of the job queue names on the [DEFAULT] transport_url broker: <prefix>.jobs and its \
+         dead-letter queue <prefix>.jobs.dead. Every worker and beat of one installation must use the \
+         same value.",
+    ),
     OptionDef::new(CM, "worker", "status_port", K::Port { min: 0 }, "9365", STATUS_PORT_HELP),
 ];
 

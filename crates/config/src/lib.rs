@@ -386,7 +386,15 @@ mod tests {
     #[test]
     fn zero_status_port_disables_the_endpoint() {
         let loaded = load_from_str(&[("cm.conf", "[worker]\nstatus_port = 0\nconcurrency = 8\n")]).unwrap();
-        assert_eq!(loaded.config.worker, WorkerSection { concurrency: 8, logfile: None, status_port: None });
+        assert_eq!(
+            loaded.config.worker,
+            WorkerSection {
+                concurrency: 8,
+                logfile: None,
+                queue_prefix: "aos-cloud-manager".into(),
+                status_port: None
+            }
+        );
     }
 
     #[test]

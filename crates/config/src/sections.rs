@@ -561,6 +561,7 @@ impl StorageSyncSection {
 pub struct WorkerSection {
     pub concurrency: u32,
     pub logfile: Option<PathBuf>,
+    pub queue_prefix: String,
     /// `None` when configured as 0 (disabled).
     pub status_port: Option<u16>,
 }
@@ -571,6 +572,7 @@ impl WorkerSection {
         Self {
             concurrency: values.integer(S, "concurrency"),
             logfile: values.path(S, "logfile"),
+            queue_prefix: values.text(S, "queue_prefix"),
             status_port: values.optional_port(S, "status_port"),
         }
     }

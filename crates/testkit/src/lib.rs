@@ -60,10 +60,52 @@ pub fn test_config(database: &TestDatabase, extra: &str) -> anyhow::Result<Strin
     Ok(format!(
         "[DEFAULT]\nshutdown_timeout = 10\n\n[database]\nurl = {url}\n\n[coordination]\nlease_ttl = 4\nlease_renew_interval = 1\n\n\
          [api]\nhost = 127.0.0.1\nport = {api_port}\n\n[listener]\nstatus_port = 0\n\n[beat]\nstatus_port = 0\n\n\
-         [worker]\nstatus_port = 0\n\n[agent]\nstatus_port = 0\n\n{extra}\n",
+         [worker]\nstatus_port = 0\nqueue_prefix = {prefix}\n\n[agent]\nstatus_port = 0\n\n{extra}\n",
         url = config_database_url(database),
         api_port = free_port()?,
+        prefix = queue_prefix(database),
     ))
+}
+
+/// The job-queue prefix of a test: unique per test database, so tests sharing the broker never
+/// consume each other's jobs.
+pub fn queue_prefix(database: &TestDatabase) -> String {
+    let url = database.url();
+    let name = url.split('?').next().unwrap_or(url).trim_end_matches('/').rsplit('/').next().unwrap_or("db");
+    format!("aos-test-{}", name.replace('.', "-"))
+}
+
+/// The job queue a daemon of this test uses (SQLite in the database file, or RabbitMQ on the
+/// default broker with the test's prefix).
+pub async fn test_job_queue(
+    database: &TestDatabase,
+    db: &aos_db::DatabaseConnection,
+) -> anyhow::Result<aos_jobs::JobQueue> {
+    if database.url().starts_with("sqlite:") {
+        Ok(aos_jobs::JobQueue::sqlite(db).await?)
+    } else {
+        Ok(aos_jobs::JobQueue::connect_amqp(TEST_AMQP_URI, &queue_prefix(database)).await?)
+    }
+}
+
+/// The broker of the tests: RabbitMQ on 127.0.0.1, guest/guest, vhost `/` (the default
+/// `[DEFAULT] transport_url`).
+pub const TEST_AMQP_URI: &str = "amqp://guest:guest@127.0.0.1:5672/%2F";
+
+/// Deletes the test's RabbitMQ queues (left by workers and beats), if it used RabbitMQ.
+pub async fn delete_test_queues(database: &TestDatabase) {
+    if database.url().starts_with("sqlite:") {
+        return;
+    }
+    match aos_jobs::JobQueue::connect_amqp(TEST_AMQP_URI, &queue_prefix(database)).await {
+        Ok(queue) => {
+            if let Err(error) = queue.delete().await {
+                eprintln!("cannot delete the test queues: {error}");
+            }
+            queue.close().await;
+        }
+        Err(error) => eprintln!("cannot reach the broker to delete the test queues: {error}"),
+    }
 }
 
 /// A daemon process under test; killed when dropped if still running.
@@ -167,6 +209,7 @@ pub async fn sigterm_scenario(binary: &str, role: &str, database: &TestDatabase)
     let instances = aos_db::list_service_instances(&db).await?;
     anyhow::ensure!(!instances.iter().any(|instance| instance.pid == pid), "{role} did not deregister on SIGTERM");
     db.close().await?;
+    delete_test_queues(database).await;
     Ok(())
 }
 

@@ -6,7 +6,10 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use aos_daemon::{DaemonContext, LeaseGrant, LeaseKeeper};
+use std::sync::Arc;
+
+use aos_daemon::{CheckState, DaemonContext, LeaseGrant, LeaseKeeper};
+use aos_jobs::{JobQueue, LeaseFence};
 
 pub const ROLE: &str = "beat";
 /// Name of the lease row that elects the active beat.
@@ -22,6 +25,7 @@ pub fn logfile(config: &aos_config::Config) -> Option<&std::path::Path> {
 pub struct BeatCounters {
     pub rounds: u64,
     pub stale_instances_purged: u64,
+    pub tasks_republished: u64,
 }
 
 pub async fn run(context: DaemonContext) -> anyhow::Result<()> {
@@ -40,6 +44,10 @@ pub async fn run(context: DaemonContext) -> anyhow::Result<()> {
         renew_interval: context.config.coordination.lease_renew_interval,
     };
     let (mut grants, lease_task) = keeper.spawn(context.db.clone(), context.readiness.clone(), shutdown.clone());
+    // The job queue is opened in the background: a broker outage must not stop the beat's
+    // other work; the sweep simply waits for the queue.
+    let queue = Arc::new(tokio::sync::OnceCell::new());
+    let queue_task = tokio::spawn(open_queue(context.clone(), queue.clone()));
     let mut counters = BeatCounters::default();
     let mut active_generation = None;
     // Housekeeping does not need to be fast; the jobs of later issues keep their own periods.
@@ -62,7 +70,7 @@ pub async fn run(context: DaemonContext) -> anyhow::Result<()> {
             _ = ticker.tick() => {
                 let grant = *grants.borrow();
                 if let Some(grant) = grant.filter(LeaseGrant::is_valid)
-                    && let Err(error) = run_once(&context, grant, &mut counters).await
+                    && let Err(error) = run_once(&context, grant, queue.get(), &mut counters).await
                 {
                     tracing::warn!(error = %format!("{error:#}"), "beat round failed");
                 }
@@ -71,18 +79,33 @@ pub async fn run(context: DaemonContext) -> anyhow::Result<()> {
     }
     // Ordered shutdown: stop scheduling, then release the lease so a standby takes over now.
     let _ = lease_task.await;
+    let _ = queue_task.await;
+    if let Some(queue) = queue.get() {
+        queue.close().await;
+    }
     if let Some(task) = status_task {
         let _ = task.await;
     }
-    tracing::info!(rounds = counters.rounds, stale_instances_purged = counters.stale_instances_purged, "beat stopped");
+    tracing::info!(
+        rounds = counters.rounds,
+        stale_instances_purged = counters.stale_instances_purged,
+        tasks_republished = counters.tasks_republished,
+        "beat stopped"
+    );
     Ok(())
 }
 
 /// One round of the active beat's work, every write guarded by the lease generation.
 ///
-/// Today: forget service instances whose heartbeat stopped three periods ago (processes that
-/// died without deregistering). The periodic jobs of later issues are added here.
-pub async fn run_once(context: &DaemonContext, grant: LeaseGrant, counters: &mut BeatCounters) -> anyhow::Result<()> {
+/// Today: republish orphaned tasks (pending too long, or running with a dead worker), and
+/// forget service instances whose heartbeat stopped three periods ago (processes that died
+/// without deregistering). The periodic jobs of later issues are added here.
+pub async fn run_once(
+    context: &DaemonContext,
+    grant: LeaseGrant,
+    queue: Option<&JobQueue>,
+    counters: &mut BeatCounters,
+) -> anyhow::Result<()> {
     counters.rounds += 1;
     let stale_after = aos_daemon::registry::HEARTBEAT_PERIOD * 3;
     let older_than = chrono::Utc::now() - chrono::Duration::from_std(stale_after)?;
@@ -94,5 +117,38 @@ pub async fn run_once(context: &DaemonContext, grant: LeaseGrant, counters: &mut
         tracing::info!(purged, "forgot service instances whose heartbeat stopped");
     }
     counters.stale_instances_purged += purged;
+    if let Some(queue) = queue {
+        let fence = LeaseFence { name: LEASE_NAME, generation: grant.generation };
+        let stale_after = aos_jobs::RunnerSettings::default().stale_after;
+        let republished =
+            aos_jobs::requeue_orphans(&context.db, queue, fence, chrono::Utc::now(), ORPHAN_PENDING_AFTER, stale_after)
+                .await?;
+        counters.tasks_republished += republished as u64;
+    }
     Ok(())
+}
+
+/// A pending task older than this is published again (a lost or failed publish only delays it;
+/// duplicates are harmless because workers claim the task row before running it).
+pub const ORPHAN_PENDING_AFTER: Duration = Duration::from_secs(60);
+
+async fn open_queue(context: DaemonContext, cell: Arc<tokio::sync::OnceCell<JobQueue>>) {
+    const CHECK: &str = "job_queue";
+    context.readiness.set(CHECK, CheckState::Pending);
+    let amqp_uri = context.config.default.transport_url.to_amqp_uri();
+    let readiness = context.readiness.clone();
+    let opened = JobQueue::open_with_backoff(
+        &context.db,
+        &amqp_uri,
+        &context.config.worker.queue_prefix,
+        &context.shutdown,
+        |error| {
+            readiness.set(CHECK, CheckState::Failing(error.to_string()));
+        },
+    )
+    .await;
+    if let Some(queue) = opened {
+        context.readiness.set(CHECK, CheckState::Ok);
+        let _ = cell.set(queue);
+    }
 }

@@ -1,11 +1,13 @@
 //! `aos-cloud-manager-worker`: executes jobs (fence, force-down, evacuate, live-migrate, power
-//! actions). Every controller runs one; they compete for tasks. This foundation provides the
-//! daemon life (registration, readiness, ordered shutdown); task execution is added with the
-//! jobs layer (see docs/adr/0004-jobs.md for the design and its status).
+//! actions). Every controller runs one; they compete for tasks from the job queue (RabbitMQ,
+//! or apalis-sqlite on the embedded default) through `aos_jobs::JobRunner`; docs/adr/0004-jobs.md.
+//! The task kinds (fence, evacuate, ...) are registered by the issues that build them; a task
+//! of a kind this build does not know fails with a clear error and is dead-lettered.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use aos_daemon::{CheckState, DaemonContext};
+use aos_jobs::{JobQueue, JobRunner, RunnerSettings};
 
 pub const ROLE: &str = "worker";
 
@@ -20,7 +22,49 @@ pub async fn run(context: DaemonContext) -> anyhow::Result<()> {
         let address = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
         aos_daemon::status::serve_status(ROLE, address, context.readiness.clone(), shutdown.clone()).await?;
     }
-    context.readiness.set("jobs", CheckState::Ok);
-    shutdown.cancelled().await;
-    Ok(())
+    const CHECK: &str = "job_queue";
+    context.readiness.set(CHECK, CheckState::Pending);
+    let amqp_uri = context.config.default.transport_url.to_amqp_uri();
+    let readiness = context.readiness.clone();
+    let Some(queue) =
+        JobQueue::open_with_backoff(&context.db, &amqp_uri, &context.config.worker.queue_prefix, &shutdown, |error| {
+            readiness.set(CHECK, CheckState::Failing(error.to_string()));
+        })
+        .await
+    else {
+        return Ok(());
+    };
+    context.readiness.set(CHECK, CheckState::Ok);
+    let runner = JobRunner::new(
+        context.db.clone(),
+        queue.clone(),
+        format!("worker@{}", context.identity),
+        context.config.worker.concurrency as usize,
+    )
+    .with_settings(runner_settings(&context.config));
+    tracing::info!(
+        queue = queue.queue_name(),
+        concurrency = context.config.worker.concurrency,
+        "worker consuming jobs"
+    );
+    let outcome = runner.run(shutdown).await;
+    queue.close().await;
+    let counters = runner.counters();
+    tracing::info!(
+        processed = counters.processed,
+        succeeded = counters.succeeded,
+        failed = counters.failed,
+        retried = counters.retried,
+        skipped = counters.skipped,
+        "worker stopped"
+    );
+    outcome
+}
+
+/// The runner's policy from the configuration: in-flight tasks get the shutdown deadline less
+/// a margin for closing, so the daemon still exits within `[DEFAULT] shutdown_timeout`.
+pub fn runner_settings(config: &aos_config::Config) -> RunnerSettings {
+    let margin = std::time::Duration::from_secs(5);
+    let grace = config.default.shutdown_timeout.saturating_sub(margin).max(std::time::Duration::from_secs(1));
+    RunnerSettings { shutdown_grace: grace, ..RunnerSettings::default() }
 }
