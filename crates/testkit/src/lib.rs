@@ -118,11 +118,18 @@ pub struct DaemonProcess {
 impl DaemonProcess {
     /// Starts `binary --no-default-config-files --config-file CONFIG`, logging to `log_path`.
     pub fn spawn(binary: &str, config: &Path, log_path: PathBuf) -> anyhow::Result<Self> {
+        Self::spawn_with_configs(binary, &[config], log_path)
+    }
+
+    /// Like [`DaemonProcess::spawn`] with several `--config-file`s (later files win).
+    pub fn spawn_with_configs(binary: &str, configs: &[&Path], log_path: PathBuf) -> anyhow::Result<Self> {
         let log = std::fs::File::create(&log_path)?;
-        let child = tokio::process::Command::new(binary)
-            .arg("--no-default-config-files")
-            .arg("--config-file")
-            .arg(config)
+        let mut command = tokio::process::Command::new(binary);
+        command.arg("--no-default-config-files");
+        for config in configs {
+            command.arg("--config-file").arg(config);
+        }
+        let child = command
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
