@@ -50,6 +50,12 @@ enum Command {
     /// Database schema: list migrations, migrate up or down.
     #[command(subcommand)]
     Db(commands::db::DbCommand),
+    /// Nodes (hypervisors): list, show with history.
+    #[command(subcommand)]
+    Node(commands::node::NodeCommand),
+    /// Events received from Nova.
+    #[command(subcommand)]
+    Event(commands::event::EventCommand),
     /// Run all five roles in one process on the embedded default (SQLite, no broker needed).
     AllInOne(commands::all_in_one::AllInOneArgs),
 }
@@ -61,6 +67,8 @@ fn main() -> ExitCode {
         Command::Config(command) => commands::config::run(&cli.common, command),
         Command::Configure(args) => commands::configure::run(&cli.common, args),
         Command::Db(command) => commands::db::run(&cli.common, command),
+        Command::Node(command) => commands::node::run(&cli.common, command),
+        Command::Event(command) => commands::event::run(&cli.common, command),
         Command::AllInOne(args) => commands::all_in_one::run(&cli.common, args),
     };
     match result {

@@ -4,6 +4,8 @@ pub mod all_in_one;
 pub mod config;
 pub mod configure;
 pub mod db;
+pub mod event;
+pub mod node;
 
 /// A current-thread runtime for one-shot commands.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

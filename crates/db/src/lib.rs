@@ -16,6 +16,7 @@ pub mod entity;
 mod error;
 mod lease;
 mod migration;
+mod node_store;
 mod service_registry;
 mod time;
 mod transaction;
@@ -32,6 +33,9 @@ pub use lease::{LeaseState, guard_lease, lease_acquire_or_renew, lease_current, 
 pub use migration::{
     MigrateOutcome, MigrationInfo, SchemaStatus, current_version, latest_version, migrate_to, migration_status,
     schema_status,
+};
+pub use node_store::{
+    NodeSyncReport, ObservedComputeHost, find_node, list_nodes, list_notifications, node_history, sync_nodes,
 };
 pub use service_registry::{
     deregister_service_instance, heartbeat_service_instance, list_service_instances, purge_stale_service_instances,

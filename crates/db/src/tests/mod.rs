@@ -4,6 +4,7 @@
 mod entities;
 mod leases;
 mod migrations;
+mod node_sync;
 mod service_registry;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};

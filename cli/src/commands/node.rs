@@ -1,0 +1,109 @@
+//! `node list` and `node show NAME`: the nodes as the suite sees them (its HA state next to
+//! Nova's view), and a node's recent history.
+
+use std::process::ExitCode;
+
+use aos_daemon::CommonArgs;
+
+use super::config::print_table;
+
+#[derive(clap::Subcommand)]
+pub enum NodeCommand {
+    /// Every node: HA state, Nova's status/state/forced-down, evacuation policy.
+    List,
+    /// One node and its latest events.
+    Show {
+        /// Hypervisor host name, as Nova names it.
+        name: String,
+        /// How many events to show.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+    },
+}
+
+pub fn run(common: &CommonArgs, command: NodeCommand) -> anyhow::Result<ExitCode> {
+    let config = common.load()?.config;
+    super::runtime()?.block_on(async move {
+        let db = super::connect(&config).await?;
+        aos_daemon::startup::ensure_schema_current(&db).await?;
+        match command {
+            NodeCommand::List => list(&db).await,
+            NodeCommand::Show { name, limit } => show(&db, &name, limit).await,
+        }
+    })
+}
+
+fn or_dash(value: Option<&str>) -> String {
+    value.unwrap_or("-").to_owned()
+}
+
+async fn list(db: &aos_db::DatabaseConnection) -> anyhow::Result<ExitCode> {
+    let rows: Vec<[String; 6]> = aos_db::list_nodes(db)
+        .await?
+        .into_iter()
+        .map(|node| {
+            let nova = if node.removed_from_nova {
+                "removed from Nova".to_owned()
+            } else {
+                format!(
+                    "{}/{}{}",
+                    or_dash(node.nova_status.as_deref()),
+                    or_dash(node.nova_state.as_deref()),
+                    if node.nova_forced_down { " forced-down" } else { "" }
+                )
+            };
+            [
+                node.name,
+                node.state.to_string(),
+                nova,
+                if node.evacuation_allowed { "allowed" } else { "denied" }.to_owned(),
+                if node.is_reserve { "yes" } else { "no" }.to_owned(),
+                node.state_changed_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            ]
+        })
+        .collect();
+    print_table(&["Name", "State", "Nova (status/state)", "Evacuation", "Reserve", "State since (UTC)"], &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn show(db: &aos_db::DatabaseConnection, name: &str, limit: u64) -> anyhow::Result<ExitCode> {
+    let Some(node) = aos_db::find_node(db, name).await? else {
+        eprintln!("error: no node named {name:?} (run `aos-cloud-manager node list`)");
+        return Ok(ExitCode::from(2));
+    };
+    let fields = [
+        ("name", node.name.clone()),
+        ("state", node.state.to_string()),
+        ("state since", node.state_changed_at.to_rfc3339()),
+        ("nova service id", or_dash(node.nova_service_id.as_deref())),
+        ("nova status", or_dash(node.nova_status.as_deref())),
+        ("nova state", or_dash(node.nova_state.as_deref())),
+        ("nova forced down", node.nova_forced_down.to_string()),
+        ("hypervisor id", or_dash(node.hypervisor_id.as_deref())),
+        ("evacuation allowed", node.evacuation_allowed.to_string()),
+        ("reserve", node.is_reserve.to_string()),
+        ("removed from nova", node.removed_from_nova.to_string()),
+    ];
+    let rows: Vec<[String; 2]> = fields.into_iter().map(|(key, value)| [key.to_owned(), value]).collect();
+    print_table(&["Field", "Value"], &rows);
+    out!("");
+    let events: Vec<[String; 5]> = aos_db::node_history(db, node.id, limit)
+        .await?
+        .into_iter()
+        .map(|event| {
+            let transition = match (&event.from_state, &event.to_state) {
+                (Some(from), Some(to)) => format!("{from} -> {to}"),
+                _ => "-".to_owned(),
+            };
+            [
+                event.occurred_at.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+                event.kind,
+                transition,
+                event.actor,
+                event.reason,
+            ]
+        })
+        .collect();
+    print_table(&["Time (UTC)", "Event", "Transition", "Actor", "Reason"], &events);
+    Ok(ExitCode::SUCCESS)
+}
