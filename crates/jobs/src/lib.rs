@@ -14,6 +14,7 @@
 //! This crate belongs to the data layer: it owns the statements on `tasks`/`task_steps`
 //! (module `store`) and uses sea-orm directly, next to `aos-db`.
 
+mod drive;
 mod enqueue;
 mod error;
 mod handler;

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use apalis::layers::retry::backoff::Backoff;
 use apalis::prelude::{
     AbortError, BackendExt, BackoffRetryPolicy, BoxDynError, RetryPolicy, WorkerBuilder, WorkerBuilderExt,
-    WorkerContext, WorkerError,
+    WorkerContext,
 };
 use chrono::Utc;
 use futures::FutureExt;
@@ -38,6 +38,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::drive::{CloseFirst, drive};
 use crate::queue::QueueBackend;
 use crate::queue::amqp::AmqpQueue;
 use crate::queue::sqlite::SqliteQueue;
@@ -393,13 +394,14 @@ impl JobRunner {
     ) -> anyhow::Result<()> {
         let prefetch = u16::try_from(self.concurrency).unwrap_or(u16::MAX);
         let (backend, pool) = queue.consumer_backend(worker_name, prefetch).await?;
+        let (backend, close) = CloseFirst::new(backend.with_codec(TolerantJsonCodec));
         let context = WorkerContext::new(worker_name);
         let worker = WorkerBuilder::new(&context)
-            .backend(backend.with_codec(TolerantJsonCodec))
+            .backend(backend)
             .concurrency(self.concurrency)
             .retry(self.retry_policy())
             .build(self.service());
-        let result = drive(worker.run(), &context, shutdown, self.settings.shutdown_grace).await;
+        let result = drive(worker.run(), &context, &close, shutdown, self.settings.shutdown_grace).await;
         // Closing the connection returns deliveries this worker prefetched but never
         // started to the queue at once.
         pool.close();
@@ -412,17 +414,19 @@ impl JobRunner {
         worker_name: &str,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let backend = queue
-            .storage(self.concurrency)
-            .with_codec(TolerantJsonCodec)
-            .poll_with_interval(self.settings.sqlite_poll_interval);
+        let (backend, close) = CloseFirst::new(
+            queue
+                .storage(self.concurrency)
+                .with_codec(TolerantJsonCodec)
+                .poll_with_interval(self.settings.sqlite_poll_interval),
+        );
         let context = WorkerContext::new(worker_name);
         let worker = WorkerBuilder::new(&context)
             .backend(backend)
             .concurrency(self.concurrency)
             .retry(self.retry_policy())
             .build(self.service());
-        Ok(drive(worker.run(), &context, shutdown, self.settings.shutdown_grace).await?)
+        Ok(drive(worker.run(), &context, &close, shutdown, self.settings.shutdown_grace).await?)
     }
 
     /// apalis' in-process retries: as many as the attempt budget (the row decides when to
@@ -484,40 +488,6 @@ async fn keep_claim_alive(db: &DatabaseConnection, claim: &Claim, interval: Dura
             Ok(true) => {}
             Ok(false) => return,
             Err(error) => tracing::warn!(error = %format!("{error:#}"), "cannot refresh the task heartbeat"),
-        }
-    }
-}
-
-/// Drives an apalis worker until it ends by itself (then the caller restarts it) or
-/// `shutdown` fires; then stops its intake and gives its in-flight tasks `grace` to finish
-/// before dropping them.
-///
-/// Not apalis' `run_until`: it joins the worker with the stop signal, so a worker that
-/// ends by itself (its consumer stream closed with the connection) would wait for the
-/// signal instead of being restarted.
-async fn drive(
-    worker: impl Future<Output = Result<(), WorkerError>>,
-    context: &WorkerContext,
-    shutdown: &CancellationToken,
-    grace: Duration,
-) -> Result<(), WorkerError> {
-    let mut worker = std::pin::pin!(worker);
-    tokio::select! {
-        result = &mut worker => return result,
-        () = shutdown.cancelled() => {}
-    }
-    if context.stop().is_err() {
-        // Never started: nothing is in flight.
-        return Ok(());
-    }
-    match tokio::time::timeout(grace, &mut worker).await {
-        Ok(result) => result,
-        Err(_) => {
-            tracing::warn!(
-                ?grace,
-                "in-flight tasks did not finish within the shutdown grace; abandoning them to be resumed elsewhere"
-            );
-            Ok(())
         }
     }
 }
