@@ -11,6 +11,9 @@ use super::config::print_table;
 pub enum NodeCommand {
     /// Every node: HA state, Nova's status/state/forced-down, evacuation policy.
     List,
+    /// Mirror Nova's compute hosts into the node table now (what the beat does every
+    /// `[node_sync] sync_interval`), with the `[keystone_authtoken]` credentials.
+    Sync,
     /// One node and its latest events.
     Show {
         /// Hypervisor host name, as Nova names it.
@@ -28,6 +31,7 @@ pub fn run(common: &CommonArgs, command: NodeCommand) -> anyhow::Result<ExitCode
         aos_daemon::startup::ensure_schema_current(&db).await?;
         match command {
             NodeCommand::List => list(&db).await,
+            NodeCommand::Sync => sync(&db, &config).await,
             NodeCommand::Show { name, limit } => show(&db, &name, limit).await,
         }
     })
@@ -105,5 +109,33 @@ async fn show(db: &aos_db::DatabaseConnection, name: &str, limit: u64) -> anyhow
         })
         .collect();
     print_table(&["Time (UTC)", "Event", "Transition", "Actor", "Reason"], &events);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn sync(db: &aos_db::DatabaseConnection, config: &aos_config::Config) -> anyhow::Result<ExitCode> {
+    use anyhow::Context as _;
+    let settings = aos_openstack::AuthSettings::from(&config.keystone_authtoken);
+    let client = aos_openstack::OpenStackClient::connect(settings).await.with_context(|| {
+        format!("cannot reach OpenStack at {} ([keystone_authtoken])", config.keystone_authtoken.auth_url)
+    })?;
+    let report = aos_beat::node_sync::sync_once(db, &client, None, "aos-cloud-manager node sync").await?;
+    out!(
+        "node sync: {} added, {} changed, {} removed from Nova, {} back in Nova, {} unchanged",
+        report.added.len(),
+        report.updated.len(),
+        report.removed.len(),
+        report.returned.len(),
+        report.unchanged
+    );
+    for (what, hosts) in [
+        ("added", &report.added),
+        ("changed", &report.updated),
+        ("removed", &report.removed),
+        ("returned", &report.returned),
+    ] {
+        if !hosts.is_empty() {
+            out!("  {what}: {}", hosts.join(", "));
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

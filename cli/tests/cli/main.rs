@@ -9,3 +9,4 @@ mod all_in_one;
 mod config;
 mod configure;
 mod db;
+mod node;

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use aos_daemon::{CheckState, DaemonContext, LeaseGrant, LeaseKeeper};
 use aos_jobs::{JobQueue, LeaseFence};
 
+pub mod node_sync;
+
 pub const ROLE: &str = "beat";
 /// Name of the lease row that elects the active beat.
 pub const LEASE_NAME: &str = "beat";
@@ -26,6 +28,7 @@ pub struct BeatCounters {
     pub rounds: u64,
     pub stale_instances_purged: u64,
     pub tasks_republished: u64,
+    pub node_syncs: u64,
 }
 
 pub async fn run(context: DaemonContext) -> anyhow::Result<()> {
@@ -48,6 +51,10 @@ pub async fn run(context: DaemonContext) -> anyhow::Result<()> {
     // other work; the sweep simply waits for the queue.
     let queue = Arc::new(tokio::sync::OnceCell::new());
     let queue_task = tokio::spawn(open_queue(context.clone(), queue.clone()));
+    // Keystone/Nova may be down at start too: connect in the background, sync when connected.
+    let openstack = Arc::new(tokio::sync::OnceCell::new());
+    let openstack_task = tokio::spawn(connect_openstack(context.clone(), openstack.clone()));
+    let mut next_node_sync = tokio::time::Instant::now();
     let mut counters = BeatCounters::default();
     let mut active_generation = None;
     // Housekeeping does not need to be fast; the jobs of later issues keep their own periods.
@@ -74,12 +81,30 @@ pub async fn run(context: DaemonContext) -> anyhow::Result<()> {
                 {
                     tracing::warn!(error = %format!("{error:#}"), "beat round failed");
                 }
+                let node_sync = &context.config.node_sync;
+                if let (Some(grant), Some(client)) = (grant.filter(LeaseGrant::is_valid), openstack.get())
+                    && node_sync.enabled
+                    && tokio::time::Instant::now() >= next_node_sync
+                {
+                    next_node_sync = tokio::time::Instant::now() + node_sync.sync_interval;
+                    let actor = format!("beat@{}", context.host);
+                    match node_sync::sync_once(&context.db, client, Some((LEASE_NAME, grant.generation)), &actor).await {
+                        Ok(report) => {
+                            counters.node_syncs += 1;
+                            if !(report.added.is_empty() && report.updated.is_empty() && report.removed.is_empty() && report.returned.is_empty()) {
+                                tracing::info!(added = ?report.added, updated = ?report.updated, removed = ?report.removed, returned = ?report.returned, "node sync");
+                            }
+                        }
+                        Err(error) => tracing::warn!(error = %format!("{error:#}"), "node sync failed"),
+                    }
+                }
             }
         }
     }
     // Ordered shutdown: stop scheduling, then release the lease so a standby takes over now.
     let _ = lease_task.await;
     let _ = queue_task.await;
+    openstack_task.abort();
     if let Some(queue) = queue.get() {
         queue.close().await;
     }
@@ -126,6 +151,27 @@ pub async fn run_once(
         counters.tasks_republished += republished as u64;
     }
     Ok(())
+}
+
+async fn connect_openstack(context: DaemonContext, cell: Arc<tokio::sync::OnceCell<aos_openstack::OpenStackClient>>) {
+    const CHECK: &str = "openstack";
+    context.readiness.set(CHECK, CheckState::Pending);
+    let settings = aos_openstack::AuthSettings::from(&context.config.keystone_authtoken);
+    let mut backoff = aos_bus::Backoff::default();
+    loop {
+        match aos_openstack::OpenStackClient::connect(settings.clone()).await {
+            Ok(client) => {
+                context.readiness.set(CHECK, CheckState::Ok);
+                let _ = cell.set(client);
+                return;
+            }
+            Err(error) => context.readiness.set(CHECK, CheckState::Failing(error.to_string())),
+        }
+        tokio::select! {
+            _ = context.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
 }
 
 /// A pending task older than this is published again (a lost or failed publish only delays it;
