@@ -9,6 +9,11 @@
 //!
 //! The rows are `node_events` spread over a few `nodes`. The headline figure is `batch100` on
 //! MariaDB (the production backend), or on SQLite when only SQLite was measured.
+//!
+//! `listener`: Nova notifications consumed from RabbitMQ into the database per second by the
+//! listener's own loop (see the `listener` module).
+
+mod listener;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -32,6 +37,8 @@ struct Cli {
 enum Command {
     /// Rows written per second through the db layer (node_events), per backend and mode.
     Db(DbArgs),
+    /// Nova notifications consumed from RabbitMQ and recorded per second by the listener.
+    Listener(listener::ListenerArgs),
 }
 
 #[derive(clap::Args)]
@@ -111,6 +118,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Db(args) => db(args),
+        Command::Listener(args) => listener::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,13 +1,25 @@
 //! RabbitMQ for aos-cloud-manager: the only crate that knows lapin. It owns connecting with
-//! exponential backoff (a broker restart must never crash a daemon) and, as the suite grows,
-//! the topology (exchanges, queues, bindings) declared in one place.
+//! exponential backoff (a broker restart must never crash a daemon), the topology
+//! (exchanges, queues, bindings) declared in one place ([`topology`]), consuming in batches
+//! acknowledged after the work is durable ([`consume`]), and publishing with pipelined
+//! publisher confirms ([`publish`]).
 
 pub mod backoff;
+pub mod consume;
+pub mod publish;
+pub mod topology;
 
-use lapin::{Connection, ConnectionProperties};
+use lapin::ConnectionProperties;
 
 pub use backoff::Backoff;
+pub use consume::{Batch, BatchAck, BatchConsumer, BatchLimits, NextBatch};
 pub use lapin;
+/// A broker connection (lapin's), so that callers need not name lapin.
+pub use lapin::Connection;
+pub use publish::{ConfirmedPublisher, PublishError};
+pub use topology::{
+    DeclareReport, TopicSubscription, declare_topic_subscription, delete_topic_subscription, queue_depth,
+};
 
 /// A broker failure, with the URI's password already masked.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +52,13 @@ pub fn mask_uri(uri: &str) -> String {
 pub async fn connect(uri: &str, connection_name: &str) -> Result<Connection, BusError> {
     let properties = ConnectionProperties::default().with_connection_name(connection_name.into());
     Connection::connect(uri, properties).await.map_err(|source| BusError::Connect { uri: mask_uri(uri), source })
+}
+
+/// Closes `connection` politely if it is still open (errors are irrelevant at that point).
+pub async fn close(connection: &Connection) {
+    if connection.status().connected() {
+        let _ = connection.close(200, "OK".into()).await;
+    }
 }
 
 /// Connects, retrying with exponential backoff until it succeeds or `shutdown` is cancelled

@@ -4,7 +4,9 @@
 //! ([`entity`], one module per table), migration control for the CLI and the daemons'
 //! start-up check ([`migration_status`], [`migrate_to`], [`schema_status`]), the leases that
 //! elect singleton roles and fence their writes ([`lease_acquire_or_renew`],
-//! [`guard_lease`]), and the registry of running daemons ([`register_service_instance`]).
+//! [`guard_lease`]), the registry of running daemons ([`register_service_instance`]), and
+//! the recording of Nova's notifications with its mirror into `nodes`
+//! ([`record_notifications`]).
 //! The schema itself lives in the `aos-migrations` crate.
 //!
 //! Both backends behave the same by construction: every function here is tested by one
@@ -17,6 +19,7 @@ mod error;
 mod lease;
 mod migration;
 mod node_store;
+mod notification_store;
 mod service_registry;
 mod time;
 mod transaction;
@@ -36,6 +39,10 @@ pub use migration::{
 };
 pub use node_store::{
     NodeSyncReport, ObservedComputeHost, find_node, list_nodes, list_notifications, node_history, sync_nodes,
+};
+pub use notification_store::{
+    ComputeServiceUpdate, IncomingNotification, RecordOutcome, SERVICE_UPDATE_EVENT, count_notifications,
+    find_notification, limits as notification_limits, record_notifications,
 };
 pub use service_registry::{
     deregister_service_instance, heartbeat_service_instance, list_service_instances, purge_stale_service_instances,

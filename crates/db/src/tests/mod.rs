@@ -5,6 +5,7 @@ mod entities;
 mod leases;
 mod migrations;
 mod node_sync;
+mod notifications;
 mod service_registry;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
