@@ -103,26 +103,13 @@ pub async fn sync_nodes(
         });
         match existing.get(&host.host) {
             None => {
-                let created = node::ActiveModel {
-                    name: Set(host.host.clone()),
-                    state: Set(NodeState::Up),
-                    state_changed_at: Set(now),
-                    nova_service_id: Set(host.service_id.clone()),
-                    nova_status: Set(Some(host.status.clone())),
-                    nova_state: Set(Some(host.state.clone())),
-                    nova_forced_down: Set(host.forced_down),
-                    hypervisor_id: Set(host.hypervisor_id.clone()),
-                    evacuation_allowed: Set(true),
-                    is_reserve: Set(false),
-                    down_observations: Set(0),
-                    up_observations: Set(0),
-                    removed_from_nova: Set(false),
-                    created_at: Set(now),
-                    updated_at: Set(now),
-                    ..Default::default()
-                }
-                .insert(&transaction)
-                .await?;
+                let mut created = new_node(&host.host, now);
+                created.nova_service_id = Set(host.service_id.clone());
+                created.nova_status = Set(Some(host.status.clone()));
+                created.nova_state = Set(Some(host.state.clone()));
+                created.nova_forced_down = Set(host.forced_down);
+                created.hypervisor_id = Set(host.hypervisor_id.clone());
+                let created = created.insert(&transaction).await?;
                 record(&transaction, created.id, now, "nova.sync.added", actor, "new compute host in Nova", nova)
                     .await?;
                 report.added.push(host.host.clone());
@@ -170,6 +157,29 @@ pub async fn sync_nodes(
     }
     transaction.commit().await?;
     Ok(report)
+}
+
+/// A node first seen now, before Nova's fields are filled in: state `up`, evacuation allowed,
+/// not a reserve, no observations yet. Both node sync and the listener add hosts this way.
+pub(crate) fn new_node(name: &str, now: chrono::DateTime<Utc>) -> node::ActiveModel {
+    node::ActiveModel {
+        name: Set(name.to_owned()),
+        state: Set(NodeState::Up),
+        state_changed_at: Set(now),
+        nova_service_id: Set(None),
+        nova_status: Set(None),
+        nova_state: Set(None),
+        nova_forced_down: Set(false),
+        hypervisor_id: Set(None),
+        evacuation_allowed: Set(true),
+        is_reserve: Set(false),
+        down_observations: Set(0),
+        up_observations: Set(0),
+        removed_from_nova: Set(false),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    }
 }
 
 async fn record(

@@ -24,7 +24,7 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect};
 use serde_json::json;
 
-use crate::entity::node::{self, NodeState};
+use crate::entity::node;
 use crate::entity::node_event;
 use crate::entity::notification::{self, NotificationStatus};
 use crate::{DbError, begin_write, db_time};
@@ -197,26 +197,12 @@ async fn mirror_service_updates(
             "sent_at": update.sent_at,
         });
         let Some(existing) = nodes.get(&update.host) else {
-            let created = node::ActiveModel {
-                name: Set(update.host.clone()),
-                state: Set(NodeState::Up),
-                state_changed_at: Set(now),
-                nova_service_id: Set(update.service_id.clone()),
-                nova_status: Set(Some(status.to_owned())),
-                nova_state: Set(update.forced_down.then(|| "down".to_owned())),
-                nova_forced_down: Set(update.forced_down),
-                hypervisor_id: Set(None),
-                evacuation_allowed: Set(true),
-                is_reserve: Set(false),
-                down_observations: Set(0),
-                up_observations: Set(0),
-                removed_from_nova: Set(false),
-                created_at: Set(now),
-                updated_at: Set(now),
-                ..Default::default()
-            }
-            .insert(transaction)
-            .await?;
+            let mut created = crate::node_store::new_node(&update.host, now);
+            created.nova_service_id = Set(update.service_id.clone());
+            created.nova_status = Set(Some(status.to_owned()));
+            created.nova_state = Set(update.forced_down.then(|| "down".to_owned()));
+            created.nova_forced_down = Set(update.forced_down);
+            let created = created.insert(transaction).await?;
             outcome.nodes_created += 1;
             events.push(event(
                 created.id,

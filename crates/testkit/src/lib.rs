@@ -253,3 +253,30 @@ pub async fn http_get(address: std::net::SocketAddr, path: &str) -> anyhow::Resu
     let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
     Ok((status, body))
 }
+
+/// The process-level tests every daemon passes, generated for one binary and role: SIGTERM
+/// exits 0 and deregisters (SQLite and MariaDB), and a schema that is behind is refused.
+#[macro_export]
+macro_rules! daemon_lifecycle_tests {
+    ($binary:expr, $role:expr) => {
+        #[tokio::test]
+        async fn sigterm_makes_the_daemon_exit_zero_and_deregister_on_sqlite() -> anyhow::Result<()> {
+            let database = $crate::testing::TestDatabase::sqlite().await?;
+            $crate::sigterm_scenario($binary, $role, &database).await
+        }
+
+        #[tokio::test]
+        async fn sigterm_makes_the_daemon_exit_zero_and_deregister_on_mariadb() -> anyhow::Result<()> {
+            let database = $crate::testing::TestDatabase::mysql().await?;
+            let outcome = $crate::sigterm_scenario($binary, $role, &database).await;
+            database.cleanup().await;
+            outcome
+        }
+
+        #[tokio::test]
+        async fn the_daemon_refuses_a_schema_that_is_behind() -> anyhow::Result<()> {
+            let database = $crate::testing::TestDatabase::sqlite().await?;
+            $crate::schema_behind_scenario($binary, &database).await
+        }
+    };
+}
