@@ -12,8 +12,13 @@
 //!
 //! `listener`: Nova notifications consumed from RabbitMQ into the database per second by the
 //! listener's own loop (see the `listener` module).
+//!
+//! `tracker`: the node tracker's round on a large simulated cloud — steady state, hosts dying,
+//! coming back, a storm — with its rows written, cloud calls and memory (see the `tracker`
+//! module).
 
 mod listener;
+mod tracker;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -39,6 +44,8 @@ enum Command {
     Db(DbArgs),
     /// Nova notifications consumed from RabbitMQ and recorded per second by the listener.
     Listener(listener::ListenerArgs),
+    /// The node tracker's round on a simulated cloud of N hosts: time, rows written, memory.
+    Tracker(tracker::TrackerArgs),
 }
 
 #[derive(clap::Args)]
@@ -119,6 +126,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Db(args) => db(args),
         Command::Listener(args) => listener::run(args),
+        Command::Tracker(args) => tracker::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -53,11 +53,29 @@ enum Command {
     /// Nodes (hypervisors): list, show with history.
     #[command(subcommand)]
     Node(commands::node::NodeCommand),
+    /// Power devices (BMCs, PDUs, SSH labs): create, list, show, delete, generate-key.
+    #[command(subcommand)]
+    PowerDevice(commands::power::PowerDeviceCommand),
+    /// Power of a node (or a device): status, on, off, soft-off, reset, cycle, bootdev-pxe.
+    #[command(subcommand)]
+    Power(commands::power::PowerCommand),
+    /// Tasks (recoveries, evacuations, ...) with their steps.
+    #[command(subcommand)]
+    Task(commands::operator::TaskCommand),
+    /// Alarms (storm guard, fence failed, evacuation failed, node isolated, ...).
+    #[command(subcommand)]
+    Alarm(commands::operator::AlarmCommand),
     /// Events received from Nova.
     #[command(subcommand)]
     Event(commands::event::EventCommand),
+    /// Availability storages (node state files): create, list, delete, bind, unbind, sync.
+    #[command(subcommand)]
+    Storage(commands::storage::StorageCommand),
     /// Run all five roles in one process on the embedded default (SQLite, no broker needed).
     AllInOne(commands::all_in_one::AllInOneArgs),
+    /// The main job, shown live on a simulated cloud with the embedded database: a host dies,
+    /// is confirmed down, fenced, forced down, and its servers evacuated by priority.
+    Demo(commands::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,8 +86,14 @@ fn main() -> ExitCode {
         Command::Configure(args) => commands::configure::run(&cli.common, args),
         Command::Db(command) => commands::db::run(&cli.common, command),
         Command::Node(command) => commands::node::run(&cli.common, command),
+        Command::Task(command) => commands::operator::run_task(&cli.common, command),
+        Command::Alarm(command) => commands::operator::run_alarm(&cli.common, command),
+        Command::PowerDevice(command) => commands::power::run_device(&cli.common, command),
+        Command::Power(command) => commands::power::run_power(&cli.common, command),
         Command::Event(command) => commands::event::run(&cli.common, command),
+        Command::Storage(command) => commands::storage::run(&cli.common, command),
         Command::AllInOne(args) => commands::all_in_one::run(&cli.common, args),
+        Command::Demo(args) => commands::demo::run(args),
     };
     match result {
         Ok(code) => code,

@@ -4,8 +4,12 @@ pub mod all_in_one;
 pub mod config;
 pub mod configure;
 pub mod db;
+pub mod demo;
 pub mod event;
 pub mod node;
+pub mod operator;
+pub mod power;
+pub mod storage;
 
 /// A current-thread runtime for one-shot commands.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

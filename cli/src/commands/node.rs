@@ -22,6 +22,43 @@ pub enum NodeCommand {
         #[arg(long, default_value_t = 20)]
         limit: u64,
     },
+    /// A node's whole timeline: every transition, decision and task step, oldest first.
+    History {
+        name: String,
+        #[arg(long, default_value_t = 500)]
+        limit: u64,
+    },
+    /// Evacuate a node now (an operator's decision: the storm guard, the policy and the
+    /// isolation check do not apply; the node is still fenced first unless --skip-fence).
+    Evacuate {
+        name: String,
+        /// Print the plan (priority groups, capacity check) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not power the node off first. Only when you know it is off or isolated from
+        /// its storage: a node that still runs would run its servers twice.
+        #[arg(long)]
+        skip_fence: bool,
+    },
+    /// Maintenance on: the tracker leaves the node alone. Off: judged again (up after
+    /// `[node_tracker] mutex_up` observations).
+    Maintenance {
+        name: String,
+        #[arg(value_parser = ["on", "off"])]
+        switch: String,
+    },
+    /// The node's own evacuation flag (automatic evacuation allowed or denied).
+    Evacuation {
+        name: String,
+        #[arg(value_parser = ["allow", "deny"])]
+        policy: String,
+    },
+    /// After an incident: clear Nova's forced_down (start the node's nova-compute first) and
+    /// let the tracker bring the node up.
+    Recover { name: String },
+    /// Bind a node to its power device (the default one fencing uses): `NAME --device D
+    /// [--outlet O]`, or many from `--from-file F`.
+    Init(super::power::NodeInitArgs),
 }
 
 pub fn run(common: &CommonArgs, command: NodeCommand) -> anyhow::Result<ExitCode> {
@@ -33,6 +70,17 @@ pub fn run(common: &CommonArgs, command: NodeCommand) -> anyhow::Result<ExitCode
             NodeCommand::List => list(&db).await,
             NodeCommand::Sync => sync(&db, &config).await,
             NodeCommand::Show { name, limit } => show(&db, &name, limit).await,
+            NodeCommand::Init(args) => super::power::node_init(&db, args).await,
+            NodeCommand::History { name, limit } => history(&db, &name, limit).await,
+            NodeCommand::Evacuate { name, dry_run: true, .. } => super::operator::dry_run(&db, &config, &name).await,
+            NodeCommand::Evacuate { name, dry_run: false, skip_fence } => {
+                super::operator::evacuate(&db, &config, &name, skip_fence).await
+            }
+            NodeCommand::Maintenance { name, switch } => super::operator::maintenance(&db, &name, switch == "on").await,
+            NodeCommand::Evacuation { name, policy } => {
+                super::operator::evacuation_policy(&db, &name, policy == "allow").await
+            }
+            NodeCommand::Recover { name } => super::operator::recover(&db, &config, &name).await,
         }
     })
 }
@@ -109,6 +157,34 @@ async fn show(db: &aos_db::DatabaseConnection, name: &str, limit: u64) -> anyhow
         })
         .collect();
     print_table(&["Time (UTC)", "Event", "Transition", "Actor", "Reason"], &events);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn history(db: &aos_db::DatabaseConnection, name: &str, limit: u64) -> anyhow::Result<ExitCode> {
+    let Some(node) = aos_db::find_node(db, name).await? else {
+        eprintln!("error: no node named {name:?} (run `aos-cloud-manager node list`)");
+        return Ok(ExitCode::from(2));
+    };
+    let mut events = aos_db::node_history(db, node.id, limit).await?;
+    events.reverse();
+    let rows: Vec<[String; 6]> = events
+        .into_iter()
+        .map(|event| {
+            let transition = match (&event.from_state, &event.to_state) {
+                (Some(from), Some(to)) => format!("{from} -> {to}"),
+                _ => "-".to_owned(),
+            };
+            [
+                event.occurred_at.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+                event.kind,
+                transition,
+                event.actor,
+                event.task_id.map(|id| id.chars().take(8).collect()).unwrap_or_else(|| "-".to_owned()),
+                event.reason,
+            ]
+        })
+        .collect();
+    print_table(&["Time (UTC)", "Event", "Transition", "Actor", "Task", "Reason"], &rows);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -9,4 +9,8 @@ mod all_in_one;
 mod config;
 mod configure;
 mod db;
+mod demo;
+mod ha_cloud;
 mod node;
+mod power;
+mod storage;

@@ -67,9 +67,20 @@ pub async fn connect_with_backoff(
     uri: &str,
     connection_name: &str,
     shutdown: &tokio_util::sync::CancellationToken,
+    on_failure: impl FnMut(&BusError),
+) -> Option<Connection> {
+    connect_retrying(uri, connection_name, shutdown, Backoff::default(), on_failure).await
+}
+
+/// [`connect_with_backoff`] with the caller's delays (e.g. a short maximum for a consumer
+/// whose absence loses messages, like the listener on a transient exchange).
+pub async fn connect_retrying(
+    uri: &str,
+    connection_name: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+    mut backoff: Backoff,
     mut on_failure: impl FnMut(&BusError),
 ) -> Option<Connection> {
-    let mut backoff = Backoff::default();
     loop {
         match connect(uri, connection_name).await {
             Ok(connection) => return Some(connection),

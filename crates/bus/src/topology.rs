@@ -2,18 +2,23 @@
 //!
 //! [`TopicSubscription`] is the shape of every "read someone else's topic exchange" consumer in
 //! the suite (today: the listener on Nova's notification exchange): a topic exchange that the
-//! publisher also declares, our own named queue, and bindings for the routing keys we want.
+//! publisher owns, our own named queue, and bindings for the routing keys we want
+//! (docs/adr/0007-listener.md, "Topology").
 //!
-//! The exchange belongs to the publisher (Nova): oslo.messaging declares it on first use as a
-//! topic exchange, `auto_delete = false`, `durable = [oslo_messaging_rabbit]
-//! amqp_durable_queues` (default false). We declare it too, with the same settings, so that
-//! our queue can be bound before Nova's first notification (nothing sent in between is
-//! lost). A declaration whose flags differ from the existing exchange's is refused by the
-//! broker (`406 PRECONDITION_FAILED`) and closes the channel; we then use the exchange as it
-//! is (passive declaration) and report the mismatch, rather than refuse to start: the
-//! publisher's settings win, and redeclaring with other flags would not change them anyway.
-//! The same holds for our queue when `durable` changed since it was created (the queue must
-//! be deleted by an operator to change it; until then it keeps working as it is).
+//! **The exchange is the publisher's**: we never impose flags on it. We check that it exists
+//! (passive declaration) and use it as it is. Only when it does not exist yet do we create it,
+//! so that our queue is bound before the publisher's first message, and then always
+//! `durable = false, auto_delete = false`: oslo.messaging declares it with `durable =
+//! amqp_durable_queues`, and when that is refused (`406 PRECONDITION_FAILED`, "inequivalent
+//! arg 'durable'") it falls back to a non-durable declaration and carries on — so a
+//! non-durable exchange is the one thing we may create that no Nova configuration rejects,
+//! whereas a durable one would make a Nova with the default `amqp_durable_queues = false`
+//! fail every notification.
+//!
+//! **The queue is ours**: declared with [`TopicSubscription::durable`]. A durable queue keeps
+//! the (persistent) messages it holds across a broker restart. A queue that exists with the
+//! other durability is used as it is, with a warning: it must be deleted by an operator to
+//! change it.
 
 use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
@@ -33,25 +38,26 @@ pub struct TopicSubscription {
     pub queue: String,
     /// Binding keys, e.g. `versioned_notifications.info`.
     pub routing_keys: Vec<String>,
-    /// Durability of the queue, and of the exchange when we are the first to declare it.
+    /// Durability of our queue (`[listener] durability`). Never applied to the publisher's
+    /// exchange (see the module documentation).
     pub durable: bool,
 }
 
-/// What [`declare_topic_subscription`] found: each mismatch is a fact an operator should see
-/// (the entities exist with other flags and were used as they are).
+/// What [`declare_topic_subscription`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeclareReport {
-    /// The exchange exists with other flags (e.g. Nova's `amqp_durable_queues` differs from
-    /// our `durable`).
-    pub exchange_mismatch: Option<String>,
-    /// The queue exists with other flags (our `durable` changed since it was created).
+    /// The exchange did not exist and we created it (non-durable); otherwise it was the
+    /// publisher's, used as it is.
+    pub exchange_created: bool,
+    /// The queue exists with other flags (our `durable` changed since it was created): a fact
+    /// an operator should see.
     pub queue_mismatch: Option<String>,
 }
 
 impl DeclareReport {
     /// One line per mismatch, for a warning.
     pub fn warnings(&self) -> Vec<String> {
-        self.exchange_mismatch.iter().chain(self.queue_mismatch.iter()).cloned().collect()
+        self.queue_mismatch.iter().cloned().collect()
     }
 }
 
@@ -64,44 +70,30 @@ pub async fn declare_topic_subscription(
     let mut report = DeclareReport::default();
     let mut channel = connection.create_channel().await?;
 
-    let exchange_options = ExchangeDeclareOptions {
-        durable: subscription.durable,
-        auto_delete: false,
-        ..ExchangeDeclareOptions::default()
-    };
-    let declared = channel
-        .exchange_declare(
-            subscription.exchange.as_str().into(),
-            ExchangeKind::Topic,
-            exchange_options,
-            FieldTable::default(),
-        )
-        .await;
-    if let Err(error) = declared {
-        if !is_precondition_failed(&error) {
+    let exchange = subscription.exchange.as_str();
+    if let Err(error) = declare_exchange(&channel, exchange, true).await {
+        if !is_soft_error(&error, AMQPSoftError::NOTFOUND) {
             return Err(error.into());
         }
+        // Not there yet (the publisher has not started, or the broker restarted and the
+        // exchange was not durable): create it the one way every publisher accepts.
         channel = connection.create_channel().await?;
-        channel
-            .exchange_declare(
-                subscription.exchange.as_str().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions { passive: true, ..ExchangeDeclareOptions::default() },
-                FieldTable::default(),
-            )
-            .await?;
-        report.exchange_mismatch = Some(format!(
-            "exchange {} exists with other flags than durable={} auto_delete=false (its publisher's settings); \
-             using it as it is: set durability to match the publisher's amqp_durable_queues",
-            subscription.exchange, subscription.durable
-        ));
+        match declare_exchange(&channel, exchange, false).await {
+            Ok(()) => report.exchange_created = true,
+            // The publisher declared it, with other flags, in between: use it as it is.
+            Err(error) if is_soft_error(&error, AMQPSoftError::PRECONDITIONFAILED) => {
+                channel = connection.create_channel().await?;
+                declare_exchange(&channel, exchange, true).await?;
+            }
+            Err(error) => return Err(error.into()),
+        }
     }
 
     let queue_options = QueueDeclareOptions { durable: subscription.durable, ..QueueDeclareOptions::default() };
     let declared =
         channel.queue_declare(subscription.queue.as_str().into(), queue_options, FieldTable::default()).await;
     if let Err(error) = declared {
-        if !is_precondition_failed(&error) {
+        if !is_soft_error(&error, AMQPSoftError::PRECONDITIONFAILED) {
             return Err(error.into());
         }
         channel = connection.create_channel().await?;
@@ -156,11 +148,21 @@ pub async fn queue_depth(connection: &Connection, queue: &str) -> Result<u32, Bu
     Ok(declared.message_count())
 }
 
-/// True when the broker refused a declaration because the entity exists with other flags.
-fn is_precondition_failed(error: &lapin::Error) -> bool {
+/// Declares `name` as a topic exchange: only checks that it exists when `passive`, otherwise
+/// creates it non-durable and not auto-deleted (see the module documentation).
+async fn declare_exchange(channel: &Channel, name: &str, passive: bool) -> Result<(), lapin::Error> {
+    let options =
+        ExchangeDeclareOptions { passive, durable: false, auto_delete: false, ..ExchangeDeclareOptions::default() };
+    channel.exchange_declare(name.into(), ExchangeKind::Topic, options, FieldTable::default()).await
+}
+
+/// True when the broker refused an operation with this soft error (which closes the channel):
+/// `NOTFOUND` for a passive declaration of something absent, `PRECONDITIONFAILED` for a
+/// declaration whose flags differ from the existing entity's.
+fn is_soft_error(error: &lapin::Error, expected: AMQPSoftError) -> bool {
     matches!(
         error.kind(),
-        ErrorKind::ProtocolError(amqp) if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED))
+        ErrorKind::ProtocolError(amqp) if matches!(amqp.kind(), AMQPErrorKind::Soft(soft) if *soft == expected)
     )
 }
 

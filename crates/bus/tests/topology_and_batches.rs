@@ -29,25 +29,29 @@ async fn wait_for_depth(connection: &aos_bus::Connection, queue: &str, expected:
     anyhow::bail!("queue {queue} never reached depth {expected}")
 }
 
-#[tokio::test]
-async fn an_exchange_declared_by_its_publisher_with_other_flags_is_used_as_it_is() -> anyhow::Result<()> {
-    let connection = aos_bus::connect(BROKER, "aos-bus test").await?;
-    let subscription = subscription(true);
-    // The publisher (Nova, amqp_durable_queues = false) was first.
+async fn declare_exchange(
+    connection: &aos_bus::Connection,
+    name: &str,
+    durable: bool,
+) -> Result<(), aos_bus::lapin::Error> {
     let channel = connection.create_channel().await?;
-    channel
-        .exchange_declare(
-            subscription.exchange.as_str().into(),
-            aos_bus::lapin::ExchangeKind::Topic,
-            ExchangeDeclareOptions { durable: false, ..ExchangeDeclareOptions::default() },
-            FieldTable::default(),
-        )
-        .await?;
-    let report = aos_bus::declare_topic_subscription(&connection, &subscription).await?;
-    assert!(report.exchange_mismatch.is_some(), "{report:?}");
-    assert_eq!(report.queue_mismatch, None);
+    let options = ExchangeDeclareOptions { durable, ..ExchangeDeclareOptions::default() };
+    channel.exchange_declare(name.into(), aos_bus::lapin::ExchangeKind::Topic, options, FieldTable::default()).await?;
+    let _ = channel.close(200, "OK".into()).await;
+    Ok(())
+}
 
-    // The queue is bound all the same.
+#[tokio::test]
+async fn the_publishers_exchange_is_used_as_it_is_and_our_queue_keeps_its_durability() -> anyhow::Result<()> {
+    let connection = aos_bus::connect(BROKER, "aos-bus test").await?;
+    // Our queue durable; the publisher (a Nova with amqp_durable_queues = true) was first
+    // and made its exchange durable.
+    let subscription = subscription(true);
+    declare_exchange(&connection, &subscription.exchange, true).await?;
+    let report = aos_bus::declare_topic_subscription(&connection, &subscription).await?;
+    assert_eq!(report, aos_bus::DeclareReport::default(), "used as it is, nothing to warn about");
+
+    // The queue is bound.
     let publisher = ConfirmedPublisher::open(&connection, &subscription.exchange, 10).await?;
     publisher.publish_all("topic.error", [&b"one"[..]]).await?;
     publisher.publish_all("topic.debug", [&b"not bound"[..]]).await?;
@@ -57,10 +61,31 @@ async fn an_exchange_declared_by_its_publisher_with_other_flags_is_used_as_it_is
     let changed = TopicSubscription { durable: false, ..subscription.clone() };
     let report = aos_bus::declare_topic_subscription(&connection, &changed).await?;
     assert!(report.queue_mismatch.is_some(), "{report:?}");
-    assert_eq!(report.exchange_mismatch, None, "the exchange is not durable, as `changed` asks");
+    assert!(!report.exchange_created);
     assert_eq!(aos_bus::queue_depth(&connection, &subscription.queue).await?, 1);
 
     publisher.close().await;
+    aos_bus::delete_topic_subscription(&connection, &subscription).await?;
+    aos_bus::close(&connection).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_absent_exchange_is_created_non_durable_so_that_any_publisher_accepts_it() -> anyhow::Result<()> {
+    let connection = aos_bus::connect(BROKER, "aos-bus test").await?;
+    let subscription = subscription(true);
+    let report = aos_bus::declare_topic_subscription(&connection, &subscription).await?;
+    assert!(report.exchange_created, "{report:?}");
+    assert_eq!(report.queue_mismatch, None);
+    // oslo.messaging with amqp_durable_queues = false declares it non-durable: accepted.
+    declare_exchange(&connection, &subscription.exchange, false).await?;
+    // With amqp_durable_queues = true the broker refuses, and oslo.messaging falls back to a
+    // non-durable declaration (impl_rabbit `_publish`), which is accepted.
+    let durable = declare_exchange(&connection, &subscription.exchange, true).await;
+    assert!(durable.is_err(), "the exchange we created is not durable");
+    // Declared again (a reconnect): the exchange is now found, not created.
+    let report = aos_bus::declare_topic_subscription(&connection, &subscription).await?;
+    assert!(!report.exchange_created, "{report:?}");
     aos_bus::delete_topic_subscription(&connection, &subscription).await?;
     aos_bus::close(&connection).await;
     Ok(())

@@ -759,6 +759,52 @@ pub static OPTIONS: &[OptionDef] = &[
     OptionDef::new(
         CM,
         "power",
+        "command_timeout",
+        seconds(1),
+        "20",
+        "Overall time limit of one call to a power device (one ipmitool run, one Redfish \
+         request, one SSH command template); the call is abandoned (the process killed) after \
+         it and the operation fails as timed out. It is measured in seconds.",
+    ),
+    OptionDef::new(
+        CM,
+        "power",
+        "credential_key_file",
+        K::Path { allow_empty: false },
+        "/etc/aos/power.key",
+        "File holding the key that encrypts power device credentials in the database: 64 \
+         hexadecimal digits (32 bytes), readable only by the service user (mode 0600). Create \
+         it with `aos-cloud-manager power-device generate-key`.",
+    ),
+    OptionDef::new(
+        CM,
+        "power",
+        "ipmi_retries",
+        integer(0, 10),
+        "1",
+        "How many times ipmitool retransmits an unanswered IPMI request (its -R option). Keep \
+         it low: some BMCs execute a retransmitted request twice.",
+    ),
+    OptionDef::new(
+        CM,
+        "power",
+        "ipmi_retry_timeout",
+        seconds(1),
+        "2",
+        "Seconds ipmitool waits for an answer before retransmitting (its -N option).",
+    ),
+    OptionDef::new(
+        CM,
+        "power",
+        "poll_interval",
+        seconds(1),
+        "2",
+        "Seconds between two reads of the power state while waiting for an action to take \
+         effect.",
+    ),
+    OptionDef::new(
+        CM,
+        "power",
         "shutdown_interval",
         seconds(1),
         "30",
@@ -775,6 +821,16 @@ pub static OPTIONS: &[OptionDef] = &[
         "Maximum number of iterations for checking the status of a compute node when the host \
          is shutdown with evacuation of instances when the hypervisor is powered off by the \
          console utility.",
+    ),
+    OptionDef::new(
+        CM,
+        "power",
+        "verify_timeout",
+        seconds(1),
+        "60",
+        "How long the power state is polled after an action (power off for fencing, on, \
+         reset) until it shows the expected state; past it the action fails as timed out. It \
+         is measured in seconds.",
     ),
     // [pxe]
     OptionDef::new(
@@ -833,6 +889,16 @@ pub static OPTIONS: &[OptionDef] = &[
          same value.",
     ),
     OptionDef::new(CM, "worker", "status_port", K::Port { min: 0 }, "9365", STATUS_PORT_HELP),
+    OptionDef::new(
+        AOS,
+        "worker",
+        "task_stale_after",
+        seconds(3),
+        "60",
+        "A running task whose worker has not reported for this long is taken over by another worker \
+         (its finished steps are not done again). Workers report every sixth of it. It is measured in \
+         seconds.",
+    ),
 ];
 
 /// The definition of `[section] key`, if we know it.

@@ -392,7 +392,8 @@ mod tests {
                 concurrency: 8,
                 logfile: None,
                 queue_prefix: "aos-cloud-manager".into(),
-                status_port: None
+                status_port: None,
+                task_stale_after: std::time::Duration::from_secs(60),
             }
         );
     }

@@ -514,19 +514,38 @@ pub struct NovaDatabaseSection {
     pub url: Option<DatabaseUrl>,
 }
 
-/// `[power]`: polling while a node is powered off through its console utility.
+/// `[power]`: power device calls (time limits, IPMI retransmissions, verification polling),
+/// the key that encrypts device credentials, and polling while a node is powered off through
+/// its console utility.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PowerSection {
+    /// Overall limit of one device call; the process or request is abandoned after it.
+    pub command_timeout: Duration,
+    /// The key file for device credentials (read by aos-power, never by this crate).
+    pub credential_key_file: PathBuf,
+    /// ipmitool `-R`.
+    pub ipmi_retries: u32,
+    /// ipmitool `-N`.
+    pub ipmi_retry_timeout: Duration,
+    pub poll_interval: Duration,
     pub shutdown_interval: Duration,
     pub shutdown_max_tick: u32,
+    /// How long the state is polled after an action until it shows the expected state.
+    pub verify_timeout: Duration,
 }
 
 impl PowerSection {
     fn build(values: &mut Values) -> Self {
         const S: &str = "power";
         Self {
+            command_timeout: values.duration(S, "command_timeout"),
+            credential_key_file: values.required_path(S, "credential_key_file"),
+            ipmi_retries: values.integer(S, "ipmi_retries"),
+            ipmi_retry_timeout: values.duration(S, "ipmi_retry_timeout"),
+            poll_interval: values.duration(S, "poll_interval"),
             shutdown_interval: values.duration(S, "shutdown_interval"),
             shutdown_max_tick: values.integer(S, "shutdown_max_tick"),
+            verify_timeout: values.duration(S, "verify_timeout"),
         }
     }
 }
@@ -564,6 +583,7 @@ pub struct WorkerSection {
     pub queue_prefix: String,
     /// `None` when configured as 0 (disabled).
     pub status_port: Option<u16>,
+    pub task_stale_after: Duration,
 }
 
 impl WorkerSection {
@@ -574,6 +594,7 @@ impl WorkerSection {
             logfile: values.path(S, "logfile"),
             queue_prefix: values.text(S, "queue_prefix"),
             status_port: values.optional_port(S, "status_port"),
+            task_stale_after: values.duration(S, "task_stale_after"),
         }
     }
 }

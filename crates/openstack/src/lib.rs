@@ -25,6 +25,8 @@ mod image;
 pub mod microversion;
 mod placement;
 mod settings;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod time;
 
 pub use aos_config::{EndpointInterface, Secret};

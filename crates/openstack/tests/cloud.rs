@@ -1,20 +1,19 @@
 //! Against the real test cloud (Keystone, Nova with fake computes, Placement on 127.0.0.1;
 //! `scripts/ensure-openstack.sh` starts it). Tests that change a compute service use a
 //! nova-compute of their own (`aos-os-test-*`), never the shared `fake-N` hosts; servers and
-//! aggregates they create are deleted even when they fail.
-
-mod common;
+//! aggregates they create are deleted even when they fail. The helpers are
+//! `aos_openstack::testing`'s (feature `testing`), shared with other crates' tests.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aos_openstack::testing::*;
 use aos_openstack::{
     MigrationFilter, MigrationType, NewServer, OpenStackClient, OpenStackError, ServerFilter, ServiceState,
     ServiceStatus,
 };
 use chrono::Utc;
-use common::*;
 
 #[tokio::test]
 async fn connecting_with_the_admin_credentials_authenticates_and_finds_nova_and_placement() {

@@ -1,5 +1,6 @@
 //! Helpers for the daemons' integration tests: a fresh migrated database written into a config
-//! file, a daemon binary spawned on it, signals, and bounded waiting. Dev-dependency only.
+//! file, a daemon binary spawned on it, signals, bounded waiting, and a RabbitMQ node of a
+//! test's own that it may stop and restart ([`ScratchBroker`]). Dev-dependency only.
 //!
 //! Waiting is always bounded (`wait_until`) and never used as an assertion on speed: a bound is
 //! a liveness limit far above the expected time, so a slow CI machine does not fail a test.
@@ -12,7 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use aos_db::testing::TestDatabase;
 
+mod scratch_broker;
+
 pub use aos_db::testing;
+pub use scratch_broker::ScratchBroker;
 
 /// A free TCP port on 127.0.0.1 (bound, read, released).
 pub fn free_port() -> anyhow::Result<u16> {

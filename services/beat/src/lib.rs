@@ -12,6 +12,7 @@ use aos_daemon::{CheckState, DaemonContext, LeaseGrant, LeaseKeeper};
 use aos_jobs::{JobQueue, LeaseFence};
 
 pub mod node_sync;
+pub mod storage_sync;
 
 pub const ROLE: &str = "beat";
 /// Name of the lease row that elects the active beat.
@@ -29,6 +30,8 @@ pub struct BeatCounters {
     pub stale_instances_purged: u64,
     pub tasks_republished: u64,
     pub node_syncs: u64,
+    pub tracker_rounds: u64,
+    pub storage_syncs: u64,
 }
 
 pub async fn run(context: DaemonContext) -> anyhow::Result<()> {
@@ -55,10 +58,16 @@ pub async fn run(context: DaemonContext) -> anyhow::Result<()> {
     let openstack = Arc::new(tokio::sync::OnceCell::new());
     let openstack_task = tokio::spawn(connect_openstack(context.clone(), openstack.clone()));
     let mut next_node_sync = tokio::time::Instant::now();
+    let mut next_storage_sync = tokio::time::Instant::now();
     let mut counters = BeatCounters::default();
     let mut active_generation = None;
     // Housekeeping does not need to be fast; the jobs of later issues keep their own periods.
     let mut ticker = tokio::time::interval(Duration::from_secs(10));
+    // The node tracker keeps its own period, `[node_tracker] loop_time`.
+    let mut tracker_ticker =
+        tokio::time::interval(context.config.node_tracker.loop_time.max(Duration::from_millis(100)));
+    tracker_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let tracker_rules = aos_ha::TrackerRules::from_config(&context.config);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -72,6 +81,29 @@ pub async fn run(context: DaemonContext) -> anyhow::Result<()> {
                         None => tracing::info!(identity = %context.identity, "beat standing by"),
                     }
                     active_generation = generation;
+                }
+            }
+            _ = tracker_ticker.tick() => {
+                let grant = *grants.borrow();
+                if let (Some(grant), Some(client)) = (grant.filter(LeaseGrant::is_valid), openstack.get())
+                    && context.config.node_tracker.enabled
+                {
+                    let cloud = aos_ha::OpenStackCloud::new(client.clone());
+                    let actor = format!("beat@{}", context.host);
+                    match aos_ha::tracker_round(&context.db, &cloud, &tracker_rules, Some((LEASE_NAME, grant.generation)), &actor).await {
+                        Ok(report) => {
+                            counters.tracker_rounds += 1;
+                            log_tracker_round(&report);
+                            if let Some(queue) = queue.get() {
+                                for task_id in &report.to_publish {
+                                    if let Err(error) = queue.publish(*task_id).await {
+                                        tracing::warn!(%task_id, error = %format!("{error:#}"), "recovery task recorded but not published; the sweep will publish it");
+                                    }
+                                }
+                            }
+                        }
+                        Err(error) => tracing::warn!(error = %format!("{error:#}"), "node tracker round failed"),
+                    }
                 }
             }
             _ = ticker.tick() => {
@@ -98,6 +130,20 @@ pub async fn run(context: DaemonContext) -> anyhow::Result<()> {
                         Err(error) => tracing::warn!(error = %format!("{error:#}"), "node sync failed"),
                     }
                 }
+                let storage_sync = &context.config.storage_sync;
+                if let Some(grant) = grant.filter(LeaseGrant::is_valid)
+                    && storage_sync.enabled
+                    && tokio::time::Instant::now() >= next_storage_sync
+                {
+                    next_storage_sync = tokio::time::Instant::now() + storage_sync.sync_interval;
+                    match storage_sync::sync_once(&context.db, Some((LEASE_NAME, grant.generation))).await {
+                        Ok(report) => {
+                            counters.storage_syncs += 1;
+                            storage_sync::log_report(&report);
+                        }
+                        Err(error) => tracing::warn!(error = %format!("{error:#}"), "storage sync failed"),
+                    }
+                }
             }
         }
     }
@@ -118,6 +164,25 @@ pub async fn run(context: DaemonContext) -> anyhow::Result<()> {
         "beat stopped"
     );
     Ok(())
+}
+
+fn log_tracker_round(report: &aos_ha::RoundReport) {
+    for (node, from, to) in &report.transitions {
+        tracing::info!(%node, %from, %to, "node state changed");
+    }
+    for (node, task_id) in &report.recoveries {
+        tracing::warn!(%node, %task_id, "node down: recovery started");
+    }
+    for (node, hold) in &report.held {
+        tracing::debug!(%node, ?hold, "node down: evacuation held");
+    }
+    tracing::debug!(
+        nodes = report.nodes,
+        down_now = report.down_now,
+        cloud_call_ms = report.cloud_call.as_millis() as u64,
+        total_ms = report.total.as_millis() as u64,
+        "node tracker round"
+    );
 }
 
 /// One round of the active beat's work, every write guarded by the lease generation.
@@ -144,7 +209,7 @@ pub async fn run_once(
     counters.stale_instances_purged += purged;
     if let Some(queue) = queue {
         let fence = LeaseFence { name: LEASE_NAME, generation: grant.generation };
-        let stale_after = aos_jobs::RunnerSettings::default().stale_after;
+        let stale_after = context.config.worker.task_stale_after;
         let republished =
             aos_jobs::requeue_orphans(&context.db, queue, fence, chrono::Utc::now(), ORPHAN_PENDING_AFTER, stale_after)
                 .await?;

@@ -34,6 +34,13 @@ pub const ROLE: &str = "listener";
 pub const BROKER_CHECK: &str = "nova_broker";
 /// The readiness check of the database, `failing` while batches cannot be recorded.
 const DATABASE_CHECK: &str = "database";
+/// Connection attempts while the broker is unreachable: 0.5 s doubling to 5 s. Short on
+/// purpose: after a broker restart Nova's default (transient) exchange and our binding to it
+/// are gone, and what Nova publishes before we bind again is dropped (ADR 0007, "Broker
+/// restarts"); an attempt to a broker that is down costs one refused TCP connection.
+fn reconnect_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(500), Duration::from_secs(5))
+}
 /// A session that lasted this long was healthy: the next reconnect starts with a short delay.
 const HEALTHY_SESSION: Duration = Duration::from_secs(30);
 
@@ -77,9 +84,10 @@ impl std::fmt::Debug for ListenerSettings {
 }
 
 impl ListenerSettings {
-    /// `[listener]`: exchange `notification_exchange` (topic), queue `queue_name` bound with
-    /// `<notification_topic>.info` and `.error` (the priorities of Nova's versioned
-    /// notifications), both declared with `durability`.
+    /// `[listener]`: Nova's exchange `notification_exchange` (topic; used as Nova declared
+    /// it, created non-durable only when absent), our queue `queue_name` (durable per
+    /// `durability`) bound with `<notification_topic>.info` and `.error` (the priorities of
+    /// Nova's versioned notifications). docs/adr/0007-listener.md, "Topology".
     pub fn from_config(config: &aos_config::Config, identity: &str) -> Self {
         let listener = &config.listener;
         let topic = &listener.notification_topic;
@@ -133,15 +141,20 @@ pub async fn consume(
     shutdown: CancellationToken,
 ) {
     readiness.set(BROKER_CHECK, CheckState::Pending);
-    let mut backoff = Backoff::default();
+    let mut backoff = reconnect_backoff();
     let mut connected_before = false;
     while !shutdown.is_cancelled() {
         let failures = readiness.clone();
-        let Some(connection) =
-            aos_bus::connect_with_backoff(&settings.broker_uri, &settings.connection_name, &shutdown, |error| {
+        let Some(connection) = aos_bus::connect_retrying(
+            &settings.broker_uri,
+            &settings.connection_name,
+            &shutdown,
+            reconnect_backoff(),
+            |error| {
                 failures.set(BROKER_CHECK, CheckState::Failing(error.to_string()));
-            })
-            .await
+            },
+        )
+        .await
         else {
             break;
         };
@@ -156,7 +169,7 @@ pub async fn consume(
         tracing::warn!(%reason, "consuming Nova's notifications stopped; reconnecting");
         readiness.set(BROKER_CHECK, CheckState::Failing(format!("{reason}; reconnecting")));
         if started.elapsed() > HEALTHY_SESSION {
-            backoff = Backoff::default();
+            backoff = reconnect_backoff();
         }
         tokio::select! {
             _ = shutdown.cancelled() => {}

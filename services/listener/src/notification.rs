@@ -82,7 +82,9 @@ pub struct ServiceUpdate {
 pub struct InstanceEvent {
     pub event_type: String,
     pub instance_uuid: String,
-    /// The compute host the instance is on (none while it is being scheduled).
+    /// The compute host the instance is on (payload `host`); when the payload has none yet
+    /// (`instance.create.start`, sent by the compute building it before the instance is
+    /// assigned), the compute that sent it (`nova-compute:<host>`). None while scheduling.
     pub host: Option<String>,
     pub node: Option<String>,
     /// vm_state: `building`, `active`, `stopped`, `error`, `deleted`, …
@@ -332,7 +334,7 @@ fn parse_event(event_type: &str, publisher_id: &str, payload: &RawValue) -> Resu
         return Ok(Event::Instance(InstanceEvent {
             event_type: event_type.to_owned(),
             instance_uuid: instance.uuid,
-            host: instance.host,
+            host: instance.host.or_else(|| publisher_id.strip_prefix("nova-compute:").map(str::to_owned)),
             node: instance.node,
             state: instance.state,
             task_state: instance.task_state,
@@ -437,6 +439,13 @@ mod tests {
         assert_eq!(instance.fault, None);
         assert_eq!(evacuate.event.host(), Some("fake-3"));
         assert_eq!(evacuate.event.instance_uuid(), Some("7c609ebd-4b31-456e-940e-b147717a90ba"));
+
+        // Sent by the compute building the instance, before Nova assigns it a host.
+        let create = parse_sample("instance.create.start.json");
+        assert_eq!(create.event.host(), Some("fake-1"), "the sending compute");
+        // The payload's host wins over the sender (the destination sends pre-live-migration).
+        let pre = parse_sample("instance.live_migration_pre.start.json");
+        assert_eq!(pre.event.host(), Some("fake-2"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! of a kind this build does not know fails with a clear error and is dead-lettered.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use aos_daemon::{CheckState, DaemonContext};
 use aos_jobs::{JobQueue, JobRunner, RunnerSettings};
@@ -35,11 +36,24 @@ pub async fn run(context: DaemonContext) -> anyhow::Result<()> {
         return Ok(());
     };
     context.readiness.set(CHECK, CheckState::Ok);
-    let runner = JobRunner::new(
-        context.db.clone(),
-        queue.clone(),
-        format!("worker@{}", context.identity),
-        context.config.worker.concurrency as usize,
+    // Keystone/Nova may be down at start: tasks that need them retry until connected.
+    let cloud = aos_ha::LazyCloud::new();
+    let openstack_task = tokio::spawn(connect_openstack(context.clone(), cloud.clone()));
+    let recovery = aos_ha::Recovery {
+        db: context.db.clone(),
+        cloud: Arc::new(cloud),
+        fencer: Arc::new(aos_ha::PowerFencer::from_config(context.db.clone(), &context.config)),
+        state_files: Arc::new(aos_ha::StorageStateFiles::new(context.db.clone())),
+        settings: aos_ha::RecoverySettings::from_config(&context.config),
+    };
+    let runner = aos_ha::register_tasks(
+        JobRunner::new(
+            context.db.clone(),
+            queue.clone(),
+            format!("worker@{}", context.identity),
+            context.config.worker.concurrency as usize,
+        ),
+        recovery,
     )
     .with_settings(runner_settings(&context.config));
     tracing::info!(
@@ -48,6 +62,7 @@ pub async fn run(context: DaemonContext) -> anyhow::Result<()> {
         "worker consuming jobs"
     );
     let outcome = runner.run(shutdown).await;
+    openstack_task.abort();
     queue.close().await;
     let counters = runner.counters();
     tracing::info!(
@@ -66,5 +81,33 @@ pub async fn run(context: DaemonContext) -> anyhow::Result<()> {
 pub fn runner_settings(config: &aos_config::Config) -> RunnerSettings {
     let margin = std::time::Duration::from_secs(5);
     let grace = config.default.shutdown_timeout.saturating_sub(margin).max(std::time::Duration::from_secs(1));
-    RunnerSettings { shutdown_grace: grace, ..RunnerSettings::default() }
+    let stale_after = config.worker.task_stale_after;
+    RunnerSettings {
+        shutdown_grace: grace,
+        stale_after,
+        heartbeat_interval: (stale_after / 6).max(std::time::Duration::from_millis(500)),
+        ..RunnerSettings::default()
+    }
+}
+
+/// Connects to Keystone (and finds Nova) with backoff, then hands the client to the tasks.
+async fn connect_openstack(context: DaemonContext, cloud: aos_ha::LazyCloud) {
+    const CHECK: &str = "openstack";
+    context.readiness.set(CHECK, CheckState::Pending);
+    let settings = aos_openstack::AuthSettings::from(&context.config.keystone_authtoken);
+    let mut backoff = aos_bus::Backoff::default();
+    loop {
+        match aos_openstack::OpenStackClient::connect(settings.clone()).await {
+            Ok(client) => {
+                context.readiness.set(CHECK, CheckState::Ok);
+                cloud.set(Arc::new(aos_ha::OpenStackCloud::new(client)));
+                return;
+            }
+            Err(error) => context.readiness.set(CHECK, CheckState::Failing(error.to_string())),
+        }
+        tokio::select! {
+            _ = context.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
 }

@@ -1,14 +1,19 @@
-//! Helpers for the tests against the real test cloud (`../shared/openstack-env`, started by
-//! `scripts/ensure-openstack.sh`): credentials from the environment, polling with a bound,
-//! computes of our own, cleanup that runs even when a test fails.
-#![allow(dead_code)]
+//! Helpers for tests against the real test cloud (`../shared/openstack-env`, started by
+//! `scripts/ensure-openstack.sh`), shared by the tests of every crate (feature `testing`; never
+//! compiled into a daemon): admin credentials from the environment (`AOS_TEST_OS_*`), polling
+//! with a bound ([`eventually`]), nova-compute hosts of a test's own ([`start_own_compute`],
+//! [`remove_own_compute`]; never the shared `fake-N` hosts, which other tests use), servers
+//! ([`tiny_image_and_nano_flavor`], [`wait_for_server`], [`delete_servers`]), and cleanup that
+//! runs even when a test fails ([`Cleanup`]).
+//!
+//! These helpers panic with a message that says what to do: they are for tests only.
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use aos_openstack::{
+use crate::{
     AuthSettings, ClientOptions, ComputeService, EndpointInterface, OpenStackClient, OpenStackError, Secret,
     ServiceState,
 };
@@ -144,15 +149,32 @@ impl Drop for Cleanup {
     }
 }
 
+/// The shared test environment's directory (`AOS_TEST_OSENV_DIR`, default
+/// `../shared/openstack-env` beside the workspace): its scripts and `samples/`.
+pub fn osenv_dir() -> PathBuf {
+    std::env::var("AOS_TEST_OSENV_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/openstack-env"))
+}
+
+/// The test cloud's state directory (`OSENV_STATE_DIR`, default `~/.cache/aos-osenv`).
+pub fn osenv_state_dir() -> PathBuf {
+    std::env::var("OSENV_STATE_DIR").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/aos-osenv")
+    })
+}
+
+/// The RabbitMQ transport of the test cloud, where Nova publishes its notifications (exchange
+/// `nova`): `AOS_TEST_OSENV_TRANSPORT_URL`, default
+/// `rabbit://osenv:osenv-rabbit-pass@127.0.0.1:5672/osenv` (openstack-env's README).
+pub fn nova_transport_url() -> String {
+    env_or("AOS_TEST_OSENV_TRANSPORT_URL", "rabbit://osenv:osenv-rabbit-pass@127.0.0.1:5672/osenv")
+}
+
 /// `openstack-env/compute.sh` of the shared test environment, with its state directory.
 fn compute_script() -> Command {
-    let shared = std::env::var("AOS_TEST_OSENV_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/openstack-env"));
-    let state = std::env::var("OSENV_STATE_DIR")
-        .unwrap_or_else(|_| format!("{}/.cache/aos-osenv", std::env::var("HOME").unwrap_or_else(|_| "/root".into())));
-    let mut command = Command::new(shared.join("compute.sh"));
-    command.env("OSENV_STATE_DIR", state);
+    let mut command = Command::new(osenv_dir().join("compute.sh"));
+    command.env("OSENV_STATE_DIR", osenv_state_dir());
     command
 }
 
@@ -190,7 +212,7 @@ pub async fn start_own_compute(client: &OpenStackClient, host: &str) -> ComputeS
                 let _ = client.set_forced_down(&service.id, false).await;
                 Err(format!("{service:?}"))
             }
-            Some(service) if service.status == aos_openstack::ServiceStatus::Disabled => {
+            Some(service) if service.status == crate::ServiceStatus::Disabled => {
                 let _ = client.enable_service(&service.id).await;
                 Err(format!("{service:?}"))
             }
@@ -230,7 +252,7 @@ pub async fn two_usable_fake_hosts(client: &OpenStackClient) -> (String, String)
         .filter(|service| {
             service.host.starts_with("fake-")
                 && service.state == ServiceState::Up
-                && service.status == aos_openstack::ServiceStatus::Enabled
+                && service.status == crate::ServiceStatus::Enabled
                 && !service.forced_down
         })
         .map(|service| service.host)
@@ -262,7 +284,7 @@ pub async fn tiny_image_and_nano_flavor(client: &OpenStackClient) -> (String, St
 
 /// Waits until the server has `status`, no task in progress, and (when given) is no longer on
 /// `not_on`; panics on ERROR.
-pub async fn wait_for_status(client: &OpenStackClient, server_id: &str, status: &str) -> aos_openstack::Server {
+pub async fn wait_for_status(client: &OpenStackClient, server_id: &str, status: &str) -> crate::Server {
     wait_for_server(client, server_id, status, None).await
 }
 
@@ -271,7 +293,7 @@ pub async fn wait_for_server(
     server_id: &str,
     status: &str,
     not_on: Option<&str>,
-) -> aos_openstack::Server {
+) -> crate::Server {
     eventually(&format!("server {server_id} {status}"), Duration::from_secs(120), Duration::from_secs(1), || async {
         let server = client.server(server_id).await.map_err(|error| error.to_string())?;
         assert_ne!(server.status, "ERROR", "server {server_id} went to ERROR: {server:?}");

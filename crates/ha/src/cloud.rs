@@ -1,0 +1,295 @@
+//! The cloud as the HA core sees it: a small interface over Nova (and Placement), implemented
+//! by the real client ([`OpenStackCloud`]) and by the simulated cloud ([`crate::sim::SimCloud`]).
+//!
+//! Everything the node tracker and the recovery task do to the cloud goes through [`Cloud`],
+//! so the decision code is the same against the real Nova, the simulated cloud of the demo
+//! and the benchmark, and whatever is added later.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use aos_openstack::{MigrationFilter, MigrationType, OpenStackClient, OpenStackError, ServerFilter};
+
+/// The server metadata key holding a server's recovery priority: `0` = never evacuate
+/// automatically, `10` = first; absent or not a number = `[host_tasks] recovery_priority`.
+pub const RECOVERY_PRIORITY_KEY: &str = "aos:recovery_priority";
+
+/// Nova's view of one nova-compute service, as observed in one bulk call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostObservation {
+    pub host: String,
+    pub service_id: String,
+    /// Nova hears the service's heartbeat (false when it is forced down, too).
+    pub up: bool,
+    pub enabled: bool,
+    pub forced_down: bool,
+}
+
+/// A server on a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudServer {
+    pub id: String,
+    pub name: String,
+    pub host: Option<String>,
+    /// API status: ACTIVE, SHUTOFF, ERROR, REBUILD, ...
+    pub status: String,
+    /// active, stopped, error, ...
+    pub vm_state: Option<String>,
+    pub task_state: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub vcpus: u64,
+    pub ram_mb: u64,
+}
+
+/// An evacuation Nova recorded (`os-migrations`, type `evacuation`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvacuationRecord {
+    pub server_id: String,
+    pub source_host: Option<String>,
+    pub dest_host: Option<String>,
+    pub status: String,
+}
+
+impl EvacuationRecord {
+    /// Nova gave up on it: a new evacuation may be requested.
+    pub fn failed(&self) -> bool {
+        matches!(self.status.as_str(), "error" | "failed" | "cancelled")
+    }
+}
+
+/// Room left on one host for evacuated servers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostCapacity {
+    pub host: String,
+    pub free_vcpus: u64,
+    pub free_ram_mb: u64,
+}
+
+/// Why a cloud call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CloudError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The request conflicts with the current state (e.g. the compute service is still up,
+    /// the server is in a task).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Worth retrying (timeouts, 5xx, connection errors).
+    #[error("cloud unavailable: {0}")]
+    Transient(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl CloudError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CloudError::Transient(_))
+    }
+}
+
+impl From<OpenStackError> for CloudError {
+    fn from(error: OpenStackError) -> Self {
+        let text = error.to_string();
+        if matches!(error, OpenStackError::ServiceInUse { .. }) {
+            return CloudError::Conflict(text);
+        }
+        match error.status() {
+            Some(404) => CloudError::NotFound(text),
+            Some(409) => CloudError::Conflict(text),
+            _ if error.is_transient() => CloudError::Transient(text),
+            _ => CloudError::Other(text),
+        }
+    }
+}
+
+/// What the HA core needs from the cloud.
+#[async_trait]
+pub trait Cloud: Send + Sync + 'static {
+    /// Every nova-compute service (one bulk call whatever the number of hosts).
+    async fn compute_hosts(&self) -> Result<Vec<HostObservation>, CloudError>;
+    /// Sets or clears `forced_down` on a nova-compute service.
+    async fn set_forced_down(&self, service_id: &str, forced_down: bool) -> Result<(), CloudError>;
+    /// The servers Nova places on `host`, across projects.
+    async fn servers_on_host(&self, host: &str) -> Result<Vec<CloudServer>, CloudError>;
+    async fn server(&self, server_id: &str) -> Result<CloudServer, CloudError>;
+    /// Rebuilds the server on another host chosen by the scheduler, keeping its state
+    /// (a stopped server stays stopped).
+    async fn evacuate(&self, server_id: &str) -> Result<(), CloudError>;
+    /// Evacuations away from `host` updated since `since`.
+    async fn evacuations_from(&self, host: &str, since: DateTime<Utc>) -> Result<Vec<EvacuationRecord>, CloudError>;
+    /// Free room on each host the scheduler may use (up, enabled, not forced down).
+    async fn capacities(&self) -> Result<Vec<HostCapacity>, CloudError>;
+}
+
+/// [`Cloud`] over the real Nova and Placement.
+pub struct OpenStackCloud {
+    client: OpenStackClient,
+}
+
+impl OpenStackCloud {
+    pub fn new(client: OpenStackClient) -> Self {
+        Self { client }
+    }
+
+    pub fn client(&self) -> &OpenStackClient {
+        &self.client
+    }
+}
+
+fn cloud_server(server: aos_openstack::Server) -> CloudServer {
+    let (vcpus, ram_mb) = server.flavor.as_ref().map(|flavor| (flavor.vcpus, flavor.ram_mb)).unwrap_or((0, 0));
+    CloudServer {
+        id: server.id,
+        name: server.name,
+        host: server.host,
+        status: server.status,
+        vm_state: server.vm_state,
+        task_state: server.task_state,
+        metadata: server.metadata,
+        vcpus,
+        ram_mb,
+    }
+}
+
+#[async_trait]
+impl Cloud for OpenStackCloud {
+    async fn compute_hosts(&self) -> Result<Vec<HostObservation>, CloudError> {
+        Ok(self
+            .client
+            .compute_services()
+            .await?
+            .into_iter()
+            .filter(|service| service.binary == "nova-compute")
+            .map(|service| HostObservation {
+                up: service.state == aos_openstack::ServiceState::Up,
+                enabled: service.status == aos_openstack::ServiceStatus::Enabled,
+                forced_down: service.forced_down,
+                service_id: service.id,
+                host: service.host,
+            })
+            .collect())
+    }
+
+    async fn set_forced_down(&self, service_id: &str, forced_down: bool) -> Result<(), CloudError> {
+        self.client.set_forced_down(service_id, forced_down).await?;
+        Ok(())
+    }
+
+    async fn servers_on_host(&self, host: &str) -> Result<Vec<CloudServer>, CloudError> {
+        let filter = ServerFilter { host: Some(host.to_owned()), all_tenants: true };
+        Ok(self.client.servers(&filter).await?.into_iter().map(cloud_server).collect())
+    }
+
+    async fn server(&self, server_id: &str) -> Result<CloudServer, CloudError> {
+        Ok(cloud_server(self.client.server(server_id).await?))
+    }
+
+    async fn evacuate(&self, server_id: &str) -> Result<(), CloudError> {
+        Ok(self.client.evacuate(server_id, None).await?)
+    }
+
+    async fn evacuations_from(&self, host: &str, since: DateTime<Utc>) -> Result<Vec<EvacuationRecord>, CloudError> {
+        let filter = MigrationFilter {
+            host: Some(host.to_owned()),
+            migration_type: Some(MigrationType::Evacuation),
+            changes_since: Some(since),
+            ..MigrationFilter::default()
+        };
+        Ok(self
+            .client
+            .migrations(&filter)
+            .await?
+            .into_iter()
+            .filter(|migration| migration.source_compute.as_deref() == Some(host))
+            .map(|migration| EvacuationRecord {
+                server_id: migration.instance_uuid,
+                source_host: migration.source_compute,
+                dest_host: migration.dest_compute,
+                status: migration.status,
+            })
+            .collect())
+    }
+
+    async fn capacities(&self) -> Result<Vec<HostCapacity>, CloudError> {
+        let usable: BTreeMap<String, ()> = self
+            .compute_hosts()
+            .await?
+            .into_iter()
+            .filter(|host| host.up && host.enabled && !host.forced_down)
+            .map(|host| (host.host, ()))
+            .collect();
+        Ok(self
+            .client
+            .capacities()
+            .await?
+            .into_iter()
+            .filter(|provider| usable.contains_key(&provider.name))
+            .map(|provider| {
+                let free =
+                    |class: &str| provider.resources.get(class).map(|r| r.capacity.saturating_sub(r.used)).unwrap_or(0);
+                HostCapacity { host: provider.name.clone(), free_vcpus: free("VCPU"), free_ram_mb: free("MEMORY_MB") }
+            })
+            .collect())
+    }
+}
+
+/// A [`Cloud`] that becomes the real one once connected (daemons connect to Keystone in the
+/// background: an outage at start must not stop them). Until then every call fails as
+/// transient, so a task waits and retries instead of failing.
+#[derive(Clone, Default)]
+pub struct LazyCloud {
+    cell: std::sync::Arc<tokio::sync::OnceCell<std::sync::Arc<dyn Cloud>>>,
+}
+
+impl LazyCloud {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the cloud; later calls are ignored.
+    pub fn set(&self, cloud: std::sync::Arc<dyn Cloud>) {
+        let _ = self.cell.set(cloud);
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.cell.initialized()
+    }
+
+    fn get(&self) -> Result<&std::sync::Arc<dyn Cloud>, CloudError> {
+        self.cell.get().ok_or_else(|| CloudError::Transient("not connected to OpenStack yet".into()))
+    }
+}
+
+#[async_trait]
+impl Cloud for LazyCloud {
+    async fn compute_hosts(&self) -> Result<Vec<HostObservation>, CloudError> {
+        self.get()?.compute_hosts().await
+    }
+
+    async fn set_forced_down(&self, service_id: &str, forced_down: bool) -> Result<(), CloudError> {
+        self.get()?.set_forced_down(service_id, forced_down).await
+    }
+
+    async fn servers_on_host(&self, host: &str) -> Result<Vec<CloudServer>, CloudError> {
+        self.get()?.servers_on_host(host).await
+    }
+
+    async fn server(&self, server_id: &str) -> Result<CloudServer, CloudError> {
+        self.get()?.server(server_id).await
+    }
+
+    async fn evacuate(&self, server_id: &str) -> Result<(), CloudError> {
+        self.get()?.evacuate(server_id).await
+    }
+
+    async fn evacuations_from(&self, host: &str, since: DateTime<Utc>) -> Result<Vec<EvacuationRecord>, CloudError> {
+        self.get()?.evacuations_from(host, since).await
+    }
+
+    async fn capacities(&self) -> Result<Vec<HostCapacity>, CloudError> {
+        self.get()?.capacities().await
+    }
+}

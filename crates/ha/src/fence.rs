@@ -1,0 +1,90 @@
+//! The fencing hook: what the recovery task asks of the power layer before it evacuates.
+//!
+//! "Fenced" means powered off and verified off (the power state read back from the device,
+//! polled to a deadline), so the node can no longer run its servers or write to their disks.
+//! The power layer (aos-power: IPMI, Redfish, SSH drivers) implements [`Fencer`] for the
+//! daemons; the simulated cloud implements it for the demo and the benchmarks.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use serde::{Deserialize, Serialize};
+
+use aos_db::entity::power_operation;
+
+/// The node to fence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FenceTarget {
+    pub node_id: i64,
+    pub node: String,
+}
+
+/// A successful fence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceReport {
+    /// The device that powered the node off (name), for the timeline.
+    pub device: String,
+    /// The node was already off when we looked.
+    pub was_already_off: bool,
+    /// How long power-off plus verification took.
+    pub took_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FenceError {
+    /// The node has no power device: it cannot be fenced (the task decides what that means).
+    #[error("node {0} has no power device")]
+    NoPowerDevice(String),
+    /// The device did not confirm power off (unreachable, refused, timed out...).
+    #[error("fencing {node} failed: {reason}")]
+    Failed { node: String, reason: String },
+}
+
+#[async_trait]
+pub trait Fencer: Send + Sync + 'static {
+    async fn has_power_device(&self, target: &FenceTarget) -> Result<bool, String>;
+    /// Powers the node off and verifies it off. Idempotent: a node already off is verified
+    /// and reported as such.
+    async fn fence(&self, target: &FenceTarget, actor: &str, task_id: Option<&str>) -> Result<FenceReport, FenceError>;
+}
+
+/// For deployments (and tests) with no power management at all: no node has a device.
+pub struct NoPowerDevices;
+
+#[async_trait]
+impl Fencer for NoPowerDevices {
+    async fn has_power_device(&self, _target: &FenceTarget) -> Result<bool, String> {
+        Ok(false)
+    }
+
+    async fn fence(
+        &self,
+        target: &FenceTarget,
+        _actor: &str,
+        _task_id: Option<&str>,
+    ) -> Result<FenceReport, FenceError> {
+        Err(FenceError::NoPowerDevice(target.node.clone()))
+    }
+}
+
+/// Operations of ours that take a node's power away (and so explain its nova-compute going
+/// down without any failure).
+pub const POWER_LOSS_OPERATIONS: &[&str] = &["off", "soft_off", "reset", "cycle"];
+
+/// The latest power operation of ours on `node_id` that explains a down transition noticed at
+/// `down_since`: requested within `window` before it (or after it), and not failed.
+pub async fn explaining_power_operation(
+    db: &aos_db::DatabaseConnection,
+    node_id: i64,
+    down_since: DateTime<Utc>,
+    window: chrono::Duration,
+) -> Result<Option<power_operation::Model>, sea_orm::DbErr> {
+    let operations = power_operation::Entity::find()
+        .filter(power_operation::Column::NodeId.eq(node_id))
+        .filter(power_operation::Column::Operation.is_in(POWER_LOSS_OPERATIONS.iter().copied()))
+        .filter(power_operation::Column::RequestedAt.gte(aos_db::db_time(down_since - window)))
+        .order_by_desc(power_operation::Column::RequestedAt)
+        .all(db)
+        .await?;
+    Ok(operations.into_iter().find(|operation| operation.result.as_deref() != Some("failed")))
+}

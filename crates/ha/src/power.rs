@@ -1,0 +1,49 @@
+//! [`Fencer`] over the power layer (aos-power: IPMI, Redfish, SSH drivers): what the workers
+//! use. Every operation is recorded by aos-power in `power_operations` (before acting) and as
+//! a `power.fence` node event.
+
+use async_trait::async_trait;
+
+use crate::fence::{FenceError, FenceReport, FenceTarget, Fencer};
+
+pub struct PowerFencer {
+    db: aos_db::DatabaseConnection,
+    /// The key that opens the devices' credentials; an error when it could not be read (every
+    /// fence then fails, saying why: better than evacuating a node we could not power off).
+    keyring: Result<aos_power::Keyring, String>,
+    settings: aos_power::PowerSettings,
+}
+
+impl PowerFencer {
+    pub fn from_config(db: aos_db::DatabaseConnection, config: &aos_config::Config) -> Self {
+        let keyring = aos_power::Keyring::from_config(&config.power).map_err(|error| error.to_string());
+        PowerFencer { db, keyring, settings: aos_power::PowerSettings::from(&config.power) }
+    }
+}
+
+#[async_trait]
+impl Fencer for PowerFencer {
+    async fn has_power_device(&self, target: &FenceTarget) -> Result<bool, String> {
+        aos_power::has_power_device(&self.db, target.node_id).await.map_err(|error| error.to_string())
+    }
+
+    async fn fence(&self, target: &FenceTarget, actor: &str, task_id: Option<&str>) -> Result<FenceReport, FenceError> {
+        let keyring = self.keyring.as_ref().map_err(|error| FenceError::Failed {
+            node: target.node.clone(),
+            reason: format!("the power credentials cannot be opened: {error}"),
+        })?;
+        match aos_power::fence_node(&self.db, keyring, target.node_id, actor, task_id, &self.settings).await {
+            Ok(report) => Ok(FenceReport {
+                device: if report.outlet.is_empty() {
+                    report.device
+                } else {
+                    format!("{} outlet {}", report.device, report.outlet)
+                },
+                was_already_off: !report.command_sent,
+                took_ms: report.elapsed_ms,
+            }),
+            Err(aos_power::FenceError::NoPowerDevice { node, .. }) => Err(FenceError::NoPowerDevice(node)),
+            Err(error) => Err(FenceError::Failed { node: target.node.clone(), reason: error.to_string() }),
+        }
+    }
+}

@@ -1,0 +1,714 @@
+//! The `recover_node` task: what happens to a confirmed-down node, on a worker, as steps that
+//! a worker killed at any moment leaves for another to finish without doing anything twice.
+//!
+//! 1. `isolation_check` — unless our own power operation explains the down, or the check is
+//!    off: a fresh state file with enough running instances withholds the evacuation.
+//! 2. `claim` — the storm guard once more (things changed since the tracker decided), then the
+//!    conditional move `down → fencing`: if the node is no longer down (it came back), the
+//!    task ends having done nothing.
+//! 3. `fence` — power off and verify off when the node has a power device; a failure stops
+//!    here (`fence_failed`, an alarm) unless the operator asked to skip fencing.
+//! 4. `force_down` — Nova's `forced_down` on the node's nova-compute, so Nova accepts the
+//!    evacuations and schedules nothing there.
+//! 5. `plan` — the servers grouped by recovery priority, with a capacity check.
+//! 6. `evacuate` (one step per server) group by group, highest priority first; each group is
+//!    awaited (`await_group`) up to `prioritized_evacuation_timeout` before the next starts.
+//!    Before asking Nova, a step checks whether the server already left the host or already
+//!    has an evacuation record from this incident: the crash window of a step (evacuation
+//!    asked, success not yet recorded) never evacuates a server twice.
+//! 7. `await_all` — every server back in its prior state (ACTIVE or SHUTOFF) on another host,
+//!    polled at most `retries_wait_for_vm_status` times; `evacuation_retries` new requests for
+//!    a server whose evacuation failed. Then `evacuated` or `evacuation_failed` (an alarm).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::StreamExt;
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use aos_db::entity::{NodeState, node};
+use aos_jobs::{TaskContext, TaskError};
+
+use crate::cloud::{Cloud, CloudError, CloudServer};
+use crate::fence::{FenceError, FenceTarget, Fencer};
+use crate::isolation::{IsolationSettings, IsolationVerdict, StateFiles};
+use crate::plan::{EvacuationPlan, PlannedServer};
+use crate::store;
+use crate::tracker::RecoverNode;
+
+/// The recovery task's knobs, from `[host_tasks]`, `[node_tracker]` and
+/// `[extra_availability_check]`.
+#[derive(Debug, Clone)]
+pub struct RecoverySettings {
+    pub isolation: Option<IsolationSettings>,
+    pub max_down_hosts: u32,
+    pub default_priority: u32,
+    pub evacuation_retries: u32,
+    pub prioritized_evacuation_timeout: Duration,
+    pub retries_wait_for_vm_status: u32,
+    /// Pause between two polls of the servers' state.
+    pub poll_interval: Duration,
+    /// Evacuation requests in flight at once (Nova is not stormed).
+    pub concurrency: usize,
+    /// A power operation of ours requested this long before the down explains it.
+    pub power_explains_within: Duration,
+}
+
+impl RecoverySettings {
+    pub fn from_config(config: &aos_config::Config) -> Self {
+        RecoverySettings {
+            isolation: IsolationSettings::from_config(config),
+            max_down_hosts: config.node_tracker.max_down_hosts,
+            default_priority: config.host_tasks.recovery_priority,
+            evacuation_retries: config.host_tasks.evacuation_retries,
+            prioritized_evacuation_timeout: config.host_tasks.prioritized_evacuation_timeout,
+            retries_wait_for_vm_status: config.host_tasks.retries_wait_for_vm_status.max(1),
+            poll_interval: Duration::from_secs(2),
+            concurrency: 8,
+            power_explains_within: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What a recovery task works with. Cheap to clone.
+#[derive(Clone)]
+pub struct Recovery {
+    pub db: aos_db::DatabaseConnection,
+    pub cloud: Arc<dyn Cloud>,
+    pub fencer: Arc<dyn Fencer>,
+    pub state_files: Arc<dyn StateFiles>,
+    pub settings: RecoverySettings,
+}
+
+/// Per-server outcome, in the task result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerOutcome {
+    pub id: String,
+    pub name: String,
+    pub priority: u32,
+    pub ok: bool,
+    pub host: Option<String>,
+    pub status: String,
+    pub detail: String,
+}
+
+/// What the `evacuate` step did for one server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvacuationRequest {
+    /// We asked Nova (false: the server had already left or had an evacuation under way).
+    pub requested: bool,
+    pub requests: u32,
+    pub note: String,
+}
+
+fn retryable(error: impl std::fmt::Display) -> TaskError {
+    TaskError::retryable(error)
+}
+
+fn cloud_error(error: CloudError) -> TaskError {
+    if error.is_transient() { TaskError::Retryable(error.to_string()) } else { TaskError::Fatal(error.to_string()) }
+}
+
+impl Recovery {
+    /// The handler of `recover_node`.
+    pub async fn run(&self, ctx: TaskContext) -> Result<Value, TaskError> {
+        let input: RecoverNode = ctx.payload_as()?;
+        let task_id = ctx.task_id().to_string();
+        let actor = ctx.worker().to_owned();
+        let node =
+            node::Entity::find_by_id(input.node_id).one(&self.db).await.map_err(retryable)?.ok_or_else(|| {
+                TaskError::fatal(format!("node {} (id {}) no longer exists", input.node, input.node_id))
+            })?;
+        let started = Instant::now();
+
+        // 1. Isolation check.
+        let isolation: Option<IsolationVerdict> =
+            ctx.step("isolation_check", "", || self.isolation_check(&input, &node, &actor, &task_id)).await?;
+        if let Some(verdict) = &isolation
+            && verdict.alive
+        {
+            return Ok(json!({ "outcome": "withheld", "reason": verdict.reason }));
+        }
+
+        // 2. Claim the node.
+        let claimed: Result<(), String> = ctx.step("claim", "", || self.claim(&input, &actor, &task_id)).await?;
+        if let Err(reason) = claimed {
+            return Ok(json!({ "outcome": "abandoned", "reason": reason }));
+        }
+
+        // 3. Fence.
+        let target = FenceTarget { node_id: node.id, node: node.name.clone() };
+        let fenced: Value = ctx.step("fence", "", || self.fence(&input, &target, &actor, &task_id)).await?;
+
+        // 4. Force down.
+        ctx.step("force_down", "", || self.force_down(&node, &actor, &task_id)).await?;
+
+        // 5. Plan.
+        let plan: EvacuationPlan = ctx.step("plan", "", || self.plan(&node, &actor, &task_id)).await?;
+
+        // 6. Evacuate group by group.
+        let priorities: BTreeMap<String, u32> = plan
+            .groups
+            .iter()
+            .flat_map(|group| group.servers.iter().map(move |server| (server.id.clone(), group.priority)))
+            .collect();
+        for group in &plan.groups {
+            let requests =
+                futures::stream::iter(group.servers.clone())
+                    .map(|server: PlannedServer| {
+                        let (ctx, host, input) = (ctx.clone(), node.name.clone(), input.clone());
+                        async move {
+                            ctx.step("evacuate", &server.id, || self.request_evacuation(&host, &input, &server)).await
+                        }
+                    })
+                    .buffer_unordered(self.settings.concurrency.max(1))
+                    .collect::<Vec<_>>()
+                    .await;
+            for request in requests {
+                request?;
+            }
+            let target = group.priority.to_string();
+            let _: Vec<ServerOutcome> = ctx
+                .step("await_group", &target, || async {
+                    Ok(self
+                        .await_servers(&node.name, &input, &group.servers, &priorities, Some(self.group_deadline()))
+                        .await)
+                })
+                .await?;
+        }
+
+        // 7. Everything back?
+        let everything: Vec<PlannedServer> = plan.groups.iter().flat_map(|g| g.servers.iter().cloned()).collect();
+        let outcomes: Vec<ServerOutcome> = ctx
+            .step("await_all", "", || async {
+                Ok(self.await_servers(&node.name, &input, &everything, &priorities, None).await)
+            })
+            .await?;
+        let failed: Vec<&ServerOutcome> = outcomes.iter().filter(|outcome| !outcome.ok).collect();
+        let summary = json!({
+            "outcome": if failed.is_empty() { "evacuated" } else { "evacuation_failed" },
+            "fence": fenced,
+            "servers": outcomes,
+            "skipped": plan.skipped,
+            "capacity": plan.capacity,
+            "took_ms": started.elapsed().as_millis() as u64,
+        });
+        if failed.is_empty() {
+            store::transition(
+                &self.db,
+                node.id,
+                &[NodeState::Evacuating],
+                NodeState::Evacuated,
+                &actor,
+                &format!("{} server(s) evacuated in their prior state", outcomes.len()),
+                Some(&task_id),
+                json!({ "servers": outcomes.len(), "skipped": plan.skipped.len() }),
+            )
+            .await
+            .map_err(retryable)?;
+            Ok(summary)
+        } else {
+            let names: Vec<&str> = failed.iter().map(|outcome| outcome.name.as_str()).collect();
+            let message = format!(
+                "{} of {} server(s) of {} not recovered: {}",
+                failed.len(),
+                outcomes.len(),
+                node.name,
+                names.join(", ")
+            );
+            store::transition(
+                &self.db,
+                node.id,
+                &[NodeState::Evacuating],
+                NodeState::EvacuationFailed,
+                &actor,
+                &message,
+                Some(&task_id),
+                json!({ "failed": failed }),
+            )
+            .await
+            .map_err(retryable)?;
+            store::raise_alarm(
+                &self.db,
+                "evacuation_failed",
+                "critical",
+                Some(node.id),
+                &message,
+                summary.clone(),
+                input.down_since,
+            )
+            .await
+            .map_err(retryable)?;
+            Err(TaskError::Fatal(message))
+        }
+    }
+
+    fn group_deadline(&self) -> Instant {
+        Instant::now() + self.settings.prioritized_evacuation_timeout
+    }
+
+    async fn isolation_check(
+        &self,
+        input: &RecoverNode,
+        node: &node::Model,
+        actor: &str,
+        task_id: &str,
+    ) -> Result<Option<IsolationVerdict>, TaskError> {
+        let Some(settings) = &self.settings.isolation else {
+            return Ok(None);
+        };
+        if input.manual {
+            return Ok(None);
+        }
+        let window = chrono::Duration::from_std(self.settings.power_explains_within).map_err(TaskError::fatal)?;
+        if let Some(operation) = crate::fence::explaining_power_operation(&self.db, node.id, input.down_since, window)
+            .await
+            .map_err(retryable)?
+        {
+            let reason = format!(
+                "isolation check skipped: our own power operation '{}' at {} explains the down",
+                operation.operation,
+                operation.requested_at.to_rfc3339()
+            );
+            self.event(node.id, "isolation_check", actor, &reason, task_id, Value::Null).await?;
+            return Ok(None);
+        }
+        // The instances that should be running there: a stopped server is not expected to run.
+        let instances: BTreeSet<String> = self
+            .cloud
+            .servers_on_host(&node.name)
+            .await
+            .map_err(cloud_error)?
+            .into_iter()
+            .filter(|server| crate::plan::expected_status(server) == "ACTIVE")
+            .map(|server| server.id)
+            .collect();
+        let verdict = crate::isolation::check(
+            self.state_files.as_ref(),
+            settings,
+            node.id,
+            &node.name,
+            input.down_since,
+            &instances,
+        )
+        .await;
+        let details = serde_json::to_value(&verdict).unwrap_or(Value::Null);
+        if verdict.alive {
+            let message =
+                format!("{} is alive but cut off from the control plane: not evacuated; {}", node.name, verdict.reason);
+            self.event(node.id, "isolated", actor, &message, task_id, details.clone()).await?;
+            store::raise_alarm(
+                &self.db,
+                "node_isolated",
+                "critical",
+                Some(node.id),
+                &message,
+                details,
+                input.down_since,
+            )
+            .await
+            .map_err(retryable)?;
+        } else {
+            self.event(node.id, "isolation_check", actor, &verdict.reason, task_id, details).await?;
+        }
+        Ok(Some(verdict))
+    }
+
+    async fn claim(&self, input: &RecoverNode, actor: &str, task_id: &str) -> Result<Result<(), String>, TaskError> {
+        let from: &[NodeState] = if input.manual {
+            &[
+                NodeState::Up,
+                NodeState::Suspect,
+                NodeState::Down,
+                NodeState::Maintenance,
+                NodeState::FenceFailed,
+                NodeState::EvacuationFailed,
+            ]
+        } else {
+            &[NodeState::Down]
+        };
+        if !input.manual {
+            // The storm guard once more: more nodes may have gone down since the decision.
+            let down = node::Entity::find()
+                .filter(node::Column::IsReserve.eq(false))
+                .filter(node::Column::RemovedFromNova.eq(false))
+                .filter(node::Column::State.is_in([
+                    NodeState::Suspect,
+                    NodeState::Down,
+                    NodeState::Fencing,
+                    NodeState::Fenced,
+                    NodeState::Evacuating,
+                    NodeState::FenceFailed,
+                    NodeState::EvacuationFailed,
+                ]))
+                .count(&self.db)
+                .await
+                .map_err(retryable)?;
+            if self.settings.max_down_hosts == 0 || down > u64::from(self.settings.max_down_hosts) {
+                let message = format!(
+                    "storm guard at the start of recovery: {down} nodes down, [node_tracker] max_down_hosts = {}; \
+                     nothing done",
+                    self.settings.max_down_hosts
+                );
+                self.event(input.node_id, "evacuation_held", actor, &message, task_id, Value::Null).await?;
+                store::raise_alarm(
+                    &self.db,
+                    "storm_guard",
+                    "critical",
+                    Some(input.node_id),
+                    &message,
+                    Value::Null,
+                    input.down_since,
+                )
+                .await
+                .map_err(retryable)?;
+                return Ok(Err(message));
+            }
+        }
+        let reason = if input.manual { "recovery started by an operator" } else { "recovery started" };
+        let moved = store::transition(
+            &self.db,
+            input.node_id,
+            from,
+            NodeState::Fencing,
+            actor,
+            reason,
+            Some(task_id),
+            json!({ "manual": input.manual, "skip_fence": input.skip_fence }),
+        )
+        .await
+        .map_err(retryable)?;
+        if moved {
+            Ok(Ok(()))
+        } else {
+            let current = node::Entity::find_by_id(input.node_id).one(&self.db).await.map_err(retryable)?;
+            let state = current.map(|n| n.state.to_string()).unwrap_or_else(|| "deleted".into());
+            Ok(Err(format!("node {} is {state} now, not down: nothing done", input.node)))
+        }
+    }
+
+    async fn fence(
+        &self,
+        input: &RecoverNode,
+        target: &FenceTarget,
+        actor: &str,
+        task_id: &str,
+    ) -> Result<Value, TaskError> {
+        if input.skip_fence {
+            let reason = "fencing skipped by the operator (node evacuate --skip-fence)";
+            self.event(target.node_id, "fence_skipped", actor, reason, task_id, Value::Null).await?;
+            return Ok(json!({ "fenced": false, "reason": reason }));
+        }
+        match self.fencer.has_power_device(target).await {
+            Ok(false) => {
+                let reason = "no power device: the node cannot be fenced; relying on Nova's forced_down";
+                self.event(target.node_id, "fence_skipped", actor, reason, task_id, Value::Null).await?;
+                return Ok(json!({ "fenced": false, "reason": reason }));
+            }
+            Ok(true) => {}
+            Err(error) => {
+                return Err(TaskError::retryable(format!("reading the power devices of {}: {error}", target.node)));
+            }
+        }
+        match self.fencer.fence(target, actor, Some(task_id)).await {
+            Ok(report) => {
+                let reason = format!("powered off and verified off through {} in {} ms", report.device, report.took_ms);
+                store::transition(
+                    &self.db,
+                    target.node_id,
+                    &[NodeState::Fencing],
+                    NodeState::Fenced,
+                    actor,
+                    &reason,
+                    Some(task_id),
+                    serde_json::to_value(&report).unwrap_or(Value::Null),
+                )
+                .await
+                .map_err(retryable)?;
+                Ok(json!({ "fenced": true, "report": report }))
+            }
+            Err(FenceError::NoPowerDevice(_)) => {
+                let reason = "no power device: the node cannot be fenced; relying on Nova's forced_down";
+                self.event(target.node_id, "fence_skipped", actor, reason, task_id, Value::Null).await?;
+                Ok(json!({ "fenced": false, "reason": reason }))
+            }
+            Err(error @ FenceError::Failed { .. }) => {
+                let message = format!(
+                    "{error}; evacuation stopped (the node may still run its servers). After checking the node is \
+                     off: `aos-cloud-manager node evacuate {} --skip-fence`",
+                    target.node
+                );
+                store::transition(
+                    &self.db,
+                    target.node_id,
+                    &[NodeState::Fencing],
+                    NodeState::FenceFailed,
+                    actor,
+                    &message,
+                    Some(task_id),
+                    Value::Null,
+                )
+                .await
+                .map_err(retryable)?;
+                store::raise_alarm(
+                    &self.db,
+                    "fence_failed",
+                    "critical",
+                    Some(target.node_id),
+                    &message,
+                    Value::Null,
+                    input.down_since,
+                )
+                .await
+                .map_err(retryable)?;
+                Err(TaskError::Fatal(message))
+            }
+        }
+    }
+
+    async fn force_down(&self, node: &node::Model, actor: &str, task_id: &str) -> Result<(), TaskError> {
+        let hosts = self.cloud.compute_hosts().await.map_err(cloud_error)?;
+        let Some(service) = hosts.iter().find(|host| host.host == node.name) else {
+            return Err(TaskError::fatal(format!("Nova lists no nova-compute service for {}", node.name)));
+        };
+        if !service.forced_down {
+            self.cloud.set_forced_down(&service.service_id, true).await.map_err(cloud_error)?;
+        }
+        self.event(
+            node.id,
+            "forced_down",
+            actor,
+            "nova-compute forced down in Nova",
+            task_id,
+            json!({ "service_id": service.service_id }),
+        )
+        .await
+    }
+
+    async fn plan(&self, node: &node::Model, actor: &str, task_id: &str) -> Result<EvacuationPlan, TaskError> {
+        let servers = self.cloud.servers_on_host(&node.name).await.map_err(cloud_error)?;
+        let capacities = self.cloud.capacities().await.map_err(cloud_error)?;
+        let plan = crate::plan::plan(&node.name, &servers, &capacities, self.settings.default_priority);
+        let count: usize = plan.groups.iter().map(|group| group.servers.len()).sum();
+        let details = serde_json::to_value(&plan).unwrap_or(Value::Null);
+        if !plan.capacity.sufficient() {
+            let message = format!(
+                "capacity short for the servers of {}: {} of {count} do not fit on the remaining hosts \
+                 (reserve hosts are not configured for this node)",
+                node.name,
+                plan.capacity.unplaced.len()
+            );
+            store::raise_alarm(
+                &self.db,
+                "capacity_short",
+                "warning",
+                Some(node.id),
+                &message,
+                details.clone(),
+                Utc::now(),
+            )
+            .await
+            .map_err(retryable)?;
+        }
+        let reason = format!(
+            "evacuating {count} server(s) in {} priority group(s); {} left in place (priority 0)",
+            plan.groups.len(),
+            plan.skipped.len()
+        );
+        store::transition(
+            &self.db,
+            node.id,
+            &[NodeState::Fencing, NodeState::Fenced],
+            NodeState::Evacuating,
+            actor,
+            &reason,
+            Some(task_id),
+            details,
+        )
+        .await
+        .map_err(retryable)?;
+        Ok(plan)
+    }
+
+    /// Asks Nova to evacuate `server` unless that already happened in this incident.
+    async fn request_evacuation(
+        &self,
+        host: &str,
+        input: &RecoverNode,
+        server: &PlannedServer,
+    ) -> Result<EvacuationRequest, TaskError> {
+        if let Some(note) = self.already_evacuating(host, input, &server.id).await? {
+            return Ok(EvacuationRequest { requested: false, requests: 0, note });
+        }
+        let mut requests = 0;
+        loop {
+            requests += 1;
+            match self.cloud.evacuate(&server.id).await {
+                Ok(()) => {
+                    return Ok(EvacuationRequest { requested: true, requests, note: "evacuation requested".into() });
+                }
+                Err(error) if requests <= self.settings.evacuation_retries => {
+                    tracing::warn!(server = %server.id, error = %error, requests, "evacuation request failed; retrying");
+                    tokio::time::sleep(self.settings.poll_interval).await;
+                    if let Some(note) = self.already_evacuating(host, input, &server.id).await? {
+                        return Ok(EvacuationRequest { requested: false, requests, note });
+                    }
+                }
+                Err(error) => {
+                    return Ok(EvacuationRequest {
+                        requested: false,
+                        requests,
+                        note: format!("evacuation refused after {requests} request(s): {error}"),
+                    });
+                }
+            }
+        }
+    }
+
+    /// `Some(why)` when the server needs no evacuation request now.
+    async fn already_evacuating(
+        &self,
+        host: &str,
+        input: &RecoverNode,
+        server_id: &str,
+    ) -> Result<Option<String>, TaskError> {
+        let server = self.cloud.server(server_id).await;
+        match server {
+            Err(CloudError::NotFound(_)) => return Ok(Some("the server no longer exists".into())),
+            Err(error) => return Err(cloud_error(error)),
+            Ok(server) if server.host.as_deref() != Some(host) => {
+                return Ok(Some(format!("already on {}", server.host.as_deref().unwrap_or("no host"))));
+            }
+            Ok(_) => {}
+        }
+        let records = self.cloud.evacuations_from(host, input.down_since).await.map_err(cloud_error)?;
+        Ok(records
+            .iter()
+            .find(|record| record.server_id == server_id && !record.failed())
+            .map(|record| format!("an evacuation is already recorded by Nova ({})", record.status)))
+    }
+
+    /// Polls the servers until each is on another host in its expected state, failed for
+    /// good, or the deadline (`None`: the `retries_wait_for_vm_status` budget) passes.
+    async fn await_servers(
+        &self,
+        host: &str,
+        input: &RecoverNode,
+        servers: &[PlannedServer],
+        priorities: &BTreeMap<String, u32>,
+        deadline: Option<Instant>,
+    ) -> Vec<ServerOutcome> {
+        let mut pending: BTreeMap<String, &PlannedServer> = servers.iter().map(|s| (s.id.clone(), s)).collect();
+        let mut outcomes: BTreeMap<String, ServerOutcome> = BTreeMap::new();
+        let mut retries: BTreeMap<String, u32> = BTreeMap::new();
+        let mut polls = 0;
+        while !pending.is_empty() {
+            polls += 1;
+            let ids: Vec<String> = pending.keys().cloned().collect();
+            for id in ids {
+                let planned = pending[&id];
+                let priority = priorities.get(&id).copied().unwrap_or(0);
+                let outcome = |ok: bool, server: Option<&CloudServer>, detail: String| ServerOutcome {
+                    id: planned.id.clone(),
+                    name: planned.name.clone(),
+                    priority,
+                    ok,
+                    host: server.and_then(|s| s.host.clone()),
+                    status: server.map(|s| s.status.clone()).unwrap_or_default(),
+                    detail,
+                };
+                match self.cloud.server(&id).await {
+                    Err(CloudError::NotFound(_)) => {
+                        outcomes.insert(id.clone(), outcome(true, None, "deleted meanwhile".into()));
+                        pending.remove(&id);
+                    }
+                    Err(error) => tracing::warn!(server = %id, error = %error, "polling a server failed"),
+                    Ok(server) => {
+                        let moved = server.host.as_deref().is_some_and(|h| h != host);
+                        if moved && server.status == planned.expected_status && server.task_state.is_none() {
+                            outcomes.insert(id.clone(), outcome(true, Some(&server), "back in its prior state".into()));
+                            pending.remove(&id);
+                        } else if server.status == "ERROR" && server.task_state.is_none() {
+                            let used = retries.entry(id.clone()).or_insert(0);
+                            if *used < self.settings.evacuation_retries && !moved {
+                                *used += 1;
+                                tracing::warn!(server = %id, retry = *used, "evacuation ended in ERROR; asking again");
+                                if let Err(error) = self.cloud.evacuate(&id).await {
+                                    tracing::warn!(server = %id, error = %error, "evacuation retry refused");
+                                }
+                            } else {
+                                outcomes.insert(
+                                    id.clone(),
+                                    outcome(false, Some(&server), format!("ERROR after {} retr(ies)", *used)),
+                                );
+                                pending.remove(&id);
+                            }
+                        } else if !moved && server.task_state.is_none() {
+                            // Not evacuated yet and nothing under way: an earlier request may
+                            // have been refused; ask once more if Nova has no record of it.
+                            if let Ok(None) = self.already_evacuating(host, input, &id).await {
+                                let used = retries.entry(id.clone()).or_insert(0);
+                                if *used < self.settings.evacuation_retries {
+                                    *used += 1;
+                                    let _ = self.cloud.evacuate(&id).await;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if pending.is_empty() {
+                break;
+            }
+            let out_of_time = match deadline {
+                Some(deadline) => Instant::now() >= deadline,
+                None => polls >= self.settings.retries_wait_for_vm_status,
+            };
+            if out_of_time {
+                break;
+            }
+            tokio::time::sleep(self.settings.poll_interval).await;
+        }
+        for (id, planned) in pending {
+            let detail = match deadline {
+                Some(_) => "not back within [host_tasks] prioritized_evacuation_timeout".to_owned(),
+                None => format!("not back after {} polls ([host_tasks] retries_wait_for_vm_status)", polls),
+            };
+            outcomes.insert(
+                id.clone(),
+                ServerOutcome {
+                    id: planned.id.clone(),
+                    name: planned.name.clone(),
+                    priority: priorities.get(&id).copied().unwrap_or(0),
+                    ok: false,
+                    host: None,
+                    status: String::new(),
+                    detail,
+                },
+            );
+        }
+        outcomes.into_values().collect()
+    }
+
+    async fn event(
+        &self,
+        node_id: i64,
+        kind: &str,
+        actor: &str,
+        reason: &str,
+        task_id: &str,
+        details: Value,
+    ) -> Result<(), TaskError> {
+        store::record_event(
+            &self.db,
+            store::Event { node_id, kind, from: None, to: None, actor, reason, task_id: Some(task_id), details },
+            Utc::now(),
+        )
+        .await
+        .map_err(retryable)
+    }
+}
