@@ -16,8 +16,13 @@
 //! `tracker`: the node tracker's round on a large simulated cloud — steady state, hosts dying,
 //! coming back, a storm — with its rows written, cloud calls and memory (see the `tracker`
 //! module).
+//!
+//! `recovery`: one dead hypervisor's recovery on the real test cloud with real BMCs — kill to
+//! down confirmed, evacuations issued and all servers back — ours against an operator's script
+//! with no safety rule (see the `recovery` module).
 
 mod listener;
+mod recovery;
 mod tracker;
 
 use std::process::ExitCode;
@@ -46,6 +51,8 @@ enum Command {
     Listener(listener::ListenerArgs),
     /// The node tracker's round on a simulated cloud of N hosts: time, rows written, memory.
     Tracker(tracker::TrackerArgs),
+    /// One host's recovery on the real test cloud, ours against an operator's script.
+    Recovery(recovery::RecoveryArgs),
 }
 
 #[derive(clap::Args)]
@@ -127,6 +134,7 @@ fn main() -> ExitCode {
         Command::Db(args) => db(args),
         Command::Listener(args) => listener::run(args),
         Command::Tracker(args) => tracker::run(args),
+        Command::Recovery(args) => recovery::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,6 +15,9 @@
 //! 4. `storm`: as many other hosts die with `max_down_hosts 1`; rounds until every one is
 //!    confirmed down and held by the storm guard (an alarm and a timeline entry each).
 //!
+//! 5. `floor`: not the tracker: the same cloud call and read of every node in a write
+//!    transaction, without writes — what a round that changes nothing could cost.
+//!
 //! Per round: the time of the whole round (cloud call + transaction), the rows it wrote
 //! (nodes updated, node events, tasks and alarms inserted — counted after the round, outside
 //! the timing) and the calls it made to the cloud. At the end, the process's peak and current
@@ -366,12 +369,36 @@ async fn measure(db: &DatabaseConnection, args: &TrackerArgs) -> anyhow::Result<
     let tasks_after = task::Entity::find().count(db).await?;
     anyhow::ensure!(tasks_after == tasks, "the storm guard let {} recoveries through", tasks_after - tasks);
 
+    // The floor of a round that writes nothing: the same cloud call and the same read of
+    // every node in a write transaction, without the tracker's per-node updates.
+    let mut floor = Vec::with_capacity(args.rounds);
+    for _ in 0..args.rounds {
+        let started = Instant::now();
+        let cloud = Instant::now();
+        let observed = bench.sim.compute_hosts().await?;
+        let cloud_call = cloud.elapsed();
+        let transaction = aos_db::begin_write(db).await?;
+        let nodes = node::Entity::find().filter(node::Column::RemovedFromNova.eq(false)).all(&transaction).await?;
+        transaction.commit().await?;
+        anyhow::ensure!(nodes.len() == observed.len(), "{} nodes for {} hosts", nodes.len(), observed.len());
+        floor.push(Round {
+            took: started.elapsed(),
+            cloud_call,
+            rows: Rows::default(),
+            cloud_calls: 1,
+            transitions: 0,
+            recoveries: 0,
+            held: 0,
+        });
+    }
+
     let (peak, now) = memory();
     let phases = [
         summarize("steady", &steady),
         summarize("failure", &failure),
         summarize("back up", &back_up),
         summarize("storm", &storm),
+        summarize("floor", &floor),
     ];
     println!();
     println!(
@@ -392,6 +419,7 @@ async fn measure(db: &DatabaseConnection, args: &TrackerArgs) -> anyhow::Result<
             phase.calls_per_round
         );
     }
+    println!("floor: the same cloud call and read of every node, no writes (what a steady round could cost)");
     let calls: Vec<String> = bench.sim.calls().iter().map(|(call, count)| format!("{call} {count}")).collect();
     println!();
     println!("cloud calls in all: {}", calls.join(", "));

@@ -62,6 +62,9 @@ enum Command {
     /// Tasks (recoveries, evacuations, ...) with their steps.
     #[command(subcommand)]
     Task(commands::operator::TaskCommand),
+    /// Reserve (standby) hosts and the hosts they back.
+    #[command(subcommand)]
+    Reserve(commands::operator::ReserveCommand),
     /// Alarms (storm guard, fence failed, evacuation failed, node isolated, ...).
     #[command(subcommand)]
     Alarm(commands::operator::AlarmCommand),
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
         Command::Node(command) => commands::node::run(&cli.common, command),
         Command::Task(command) => commands::operator::run_task(&cli.common, command),
         Command::Alarm(command) => commands::operator::run_alarm(&cli.common, command),
+        Command::Reserve(command) => commands::operator::run_reserve(&cli.common, command),
         Command::PowerDevice(command) => commands::power::run_device(&cli.common, command),
         Command::Power(command) => commands::power::run_power(&cli.common, command),
         Command::Event(command) => commands::event::run(&cli.common, command),

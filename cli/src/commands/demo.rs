@@ -462,6 +462,9 @@ fn worker(db: &DatabaseConnection, sim: &Arc<SimCloud>, queue: &JobQueue, max_do
             poll_interval: Duration::from_millis(100),
             concurrency: 4,
             power_explains_within: Duration::from_secs(300),
+            restart_after_evacuation: false,
+            host_restart_timeout: Duration::from_secs(60),
+            reserve_up_timeout: Duration::from_secs(60),
         },
     };
     let settings = RunnerSettings {

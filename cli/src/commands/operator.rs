@@ -281,3 +281,60 @@ async fn task_show(db: &aos_db::DatabaseConnection, id: &str) -> anyhow::Result<
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(clap::Subcommand)]
+pub enum ReserveCommand {
+    /// Make RESERVE a standby host that the recovery of MAIN brings up when capacity is short
+    /// (power it off and disable it in Nova yourself; this records the binding).
+    Add {
+        reserve: String,
+        #[arg(long = "for", value_name = "MAIN")]
+        main: String,
+        /// Higher first when several reserves back one host.
+        #[arg(long, default_value_t = 0)]
+        priority: i32,
+    },
+    /// Remove a reserve binding.
+    Remove {
+        reserve: String,
+        #[arg(long = "for", value_name = "MAIN")]
+        main: String,
+    },
+    /// Every reserve binding.
+    List,
+}
+
+pub fn run_reserve(common: &CommonArgs, command: ReserveCommand) -> anyhow::Result<ExitCode> {
+    let config = common.load()?.config;
+    super::runtime()?.block_on(async move {
+        let db = super::connect(&config).await?;
+        aos_daemon::startup::ensure_schema_current(&db).await?;
+        match command {
+            ReserveCommand::Add { reserve, main, priority } => {
+                match aos_ha::reserve::add(&db, &reserve, &main, priority, &actor()).await {
+                    Ok(()) => {
+                        out!("{reserve} is a reserve host for {main} (priority {priority})");
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Err(error) => refused(error),
+                }
+            }
+            ReserveCommand::Remove { reserve, main } => match aos_ha::reserve::remove(&db, &reserve, &main).await {
+                Ok(()) => {
+                    out!("{reserve} no longer backs {main}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => refused(error),
+            },
+            ReserveCommand::List => {
+                let rows: Vec<[String; 4]> = aos_ha::reserve::list(&db)
+                    .await?
+                    .into_iter()
+                    .map(|(reserve, main, priority, state)| [reserve, main, priority.to_string(), state.to_string()])
+                    .collect();
+                print_table(&["Reserve", "For", "Priority", "Reserve state"], &rows);
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+}

@@ -365,7 +365,8 @@ async fn ha_end_to_end_on_the_real_cloud_with_real_bmcs() {
         &database,
         &format!(
             "[keystone_authtoken]\nauth_url = {}\nusername = admin\npassword = admin\nproject_name = admin\ninterface = public\n\n\
-             [node_sync]\nenabled = False\n\n[node_tracker]\nloop_time = 1\nmutex = 3\nmutex_up = 1\nmax_down_hosts = 1\n\n\
+             [node_sync]\nenabled = False\n\n[node_tracker]\nloop_time = 1\nmutex = 3\nmutex_up = 1\nmax_down_hosts = 1\n\
+             allow_host_auto_power_off = True\nhost_restart_timeout = 180\n\n\
              [extra_availability_check]\nenabled = True\ndelay = 1\nattempts = 1\n\n\
              [host_tasks]\nprioritized_evacuation_timeout = 90\nretries_wait_for_vm_status = 120\n\n\
              [power]\ncredential_key_file = {}\nipmi_retry_timeout = 2\n",
@@ -443,23 +444,32 @@ async fn ha_end_to_end_on_the_real_cloud_with_real_bmcs() {
     let _ = child.wait().await;
     eprintln!("SIGKILLed {name} (pid {victim_pid}) holding task {task_id} after its first evacuation");
 
-    eventually(
+    let finished = eventually(
         "the other controller finishes the recovery",
         Duration::from_secs(300),
         Duration::from_secs(1),
         || async {
-            let state = node_state(&db, VICTIM).await;
-            match state {
-                NodeState::Evacuated => Ok(Some(())),
-                NodeState::EvacuationFailed | NodeState::FenceFailed => {
-                    panic!("recovery ended {state}:\n{}", logs(scratch.path()))
+            let (task, _) = aos_ha::store::task_with_steps(&db, &task_id).await.map_err(|e| e.to_string())?.unwrap();
+            match task.state {
+                aos_db::entity::TaskState::Succeeded => Ok(Some(task)),
+                state if state.is_final() => {
+                    panic!("recovery ended {state}: {:?}\n{}", task.error, logs(scratch.path()))
                 }
-                other => Err(format!("node {other}")),
+                state => Err(format!("task {state}, node {}", node_state(&db, VICTIM).await)),
             }
         },
     )
     .await;
-    let all_back = killed_at.elapsed();
+    assert_eq!(finished.result.as_ref().unwrap()["outcome"], "evacuated", "{:?}", finished.result);
+    let victim_id = aos_db::find_node(&db, VICTIM).await.unwrap().unwrap().id;
+    let evacuated_at = aos_db::node_history(&db, victim_id, 500)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|event| event.to_state.as_deref() == Some("evacuated") && event.occurred_at >= killed_utc)
+        .map(|event| event.occurred_at)
+        .min()
+        .expect("the victim reached evacuated");
 
     // Every server but the pinned one is on another host, in its prior state.
     for (id, _) in &planned {
@@ -500,17 +510,36 @@ async fn ha_end_to_end_on_the_real_cloud_with_real_bmcs() {
         .min()
         .expect("down confirmed");
     assert!(fenced <= evacuating, "fenced before evacuating");
-    let power = std::fs::read_to_string(bmc_run_dir.join("ipmi").join(VICTIM).join("power")).unwrap_or_default();
-    assert_eq!(power.trim(), "off", "the BMC says the victim is off");
+    // The BMC was asked to power the victim off (the fence), then on (the restart).
+    let events = std::fs::read_to_string(bmc_run_dir.join("ipmi").join(VICTIM).join("events")).unwrap_or_default();
+    let actions: Vec<&str> = events.lines().filter_map(|line| line.split_whitespace().nth(1)).collect();
+    let off = actions.iter().rposition(|action| *action == "off").expect("the BMC powered the victim off");
+    // `allow_host_auto_power_off`: the host is powered on again, cleans up, is un-forced and
+    // returns to service (the tracker brings it up).
+    eventually("the victim back in service", Duration::from_secs(240), Duration::from_secs(1), || async {
+        let state = node_state(&db, VICTIM).await;
+        match state {
+            NodeState::Up => Ok(Some(())),
+            other => Err(format!("node {other}")),
+        }
+    })
+    .await;
+    let back_in_service = killed_at.elapsed();
+    let events = std::fs::read_to_string(bmc_run_dir.join("ipmi").join(VICTIM).join("events")).unwrap_or_default();
+    let actions: Vec<&str> = events.lines().filter_map(|line| line.split_whitespace().nth(1)).collect();
+    assert!(actions[off..].contains(&"on"), "powered on after the fence: {actions:?}");
+    let service = aos_openstack::testing::compute_service(&client, VICTIM).await.expect("victim service");
+    assert!(!service.forced_down, "forced_down cleared once its compute cleaned up");
     let since = |at: chrono::DateTime<chrono::Utc>| (at - killed_utc).num_milliseconds() as f64 / 1000.0;
     eprintln!(
         "HA e2e figures: kill -> down confirmed {:.1}s, -> fenced {:.1}s, -> first evacuation done {:.1}s, \
-         -> all {} servers back (with one controller SIGKILLed) {:.1}s",
+         -> all {} servers back (with one controller SIGKILLed) {:.1}s, -> host back in service {:.1}s",
         since(confirmed),
         since(fenced),
         first_evacuation.as_secs_f64(),
         SERVERS - 1,
-        all_back.as_secs_f64()
+        since(evacuated_at),
+        back_in_service.as_secs_f64()
     );
     for (_, (_, mut child)) in controllers {
         let _ = child.start_kill();

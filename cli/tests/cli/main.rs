@@ -12,5 +12,6 @@ mod db;
 mod demo;
 mod ha_cloud;
 mod node;
+mod operator;
 mod power;
 mod storage;

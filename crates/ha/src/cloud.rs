@@ -68,6 +68,13 @@ pub struct HostCapacity {
     pub free_ram_mb: u64,
 }
 
+/// A host aggregate a host belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostAggregate {
+    pub id: i64,
+    pub name: String,
+}
+
 /// Why a cloud call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CloudError {
@@ -122,6 +129,12 @@ pub trait Cloud: Send + Sync + 'static {
     async fn evacuations_from(&self, host: &str, since: DateTime<Utc>) -> Result<Vec<EvacuationRecord>, CloudError>;
     /// Free room on each host the scheduler may use (up, enabled, not forced down).
     async fn capacities(&self) -> Result<Vec<HostCapacity>, CloudError>;
+    /// Enables a compute service, or disables it with a reason.
+    async fn set_service_enabled(&self, service_id: &str, enabled: bool, reason: &str) -> Result<(), CloudError>;
+    /// The aggregates `host` is a member of.
+    async fn aggregates_of(&self, host: &str) -> Result<Vec<HostAggregate>, CloudError>;
+    /// Adds `host` to an aggregate (a host already there is fine).
+    async fn add_to_aggregate(&self, aggregate_id: i64, host: &str) -> Result<(), CloudError>;
 }
 
 /// [`Cloud`] over the real Nova and Placement.
@@ -234,6 +247,35 @@ impl Cloud for OpenStackCloud {
             })
             .collect())
     }
+
+    async fn set_service_enabled(&self, service_id: &str, enabled: bool, reason: &str) -> Result<(), CloudError> {
+        if enabled {
+            self.client.enable_service(service_id).await?;
+        } else {
+            self.client.disable_service(service_id, reason).await?;
+        }
+        Ok(())
+    }
+
+    async fn aggregates_of(&self, host: &str) -> Result<Vec<HostAggregate>, CloudError> {
+        Ok(self
+            .client
+            .aggregates()
+            .await?
+            .into_iter()
+            .filter(|aggregate| aggregate.hosts.iter().any(|h| h == host))
+            .map(|aggregate| HostAggregate { id: aggregate.id, name: aggregate.name })
+            .collect())
+    }
+
+    async fn add_to_aggregate(&self, aggregate_id: i64, host: &str) -> Result<(), CloudError> {
+        match self.client.aggregate_add_host(aggregate_id, host).await {
+            Ok(_) => Ok(()),
+            // 409: the host is already a member.
+            Err(error) if error.status() == Some(409) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
 }
 
 /// A [`Cloud`] that becomes the real one once connected (daemons connect to Keystone in the
@@ -291,5 +333,17 @@ impl Cloud for LazyCloud {
 
     async fn capacities(&self) -> Result<Vec<HostCapacity>, CloudError> {
         self.get()?.capacities().await
+    }
+
+    async fn set_service_enabled(&self, service_id: &str, enabled: bool, reason: &str) -> Result<(), CloudError> {
+        self.get()?.set_service_enabled(service_id, enabled, reason).await
+    }
+
+    async fn aggregates_of(&self, host: &str) -> Result<Vec<HostAggregate>, CloudError> {
+        self.get()?.aggregates_of(host).await
+    }
+
+    async fn add_to_aggregate(&self, aggregate_id: i64, host: &str) -> Result<(), CloudError> {
+        self.get()?.add_to_aggregate(aggregate_id, host).await
     }
 }

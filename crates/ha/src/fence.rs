@@ -46,6 +46,14 @@ pub trait Fencer: Send + Sync + 'static {
     /// Powers the node off and verifies it off. Idempotent: a node already off is verified
     /// and reported as such.
     async fn fence(&self, target: &FenceTarget, actor: &str, task_id: Option<&str>) -> Result<FenceReport, FenceError>;
+    /// Powers the node on (a fenced host restarted, a reserve host brought up) and verifies it
+    /// on. Idempotent.
+    async fn power_on(
+        &self,
+        target: &FenceTarget,
+        actor: &str,
+        task_id: Option<&str>,
+    ) -> Result<FenceReport, FenceError>;
 }
 
 /// For deployments (and tests) with no power management at all: no node has a device.
@@ -58,6 +66,15 @@ impl Fencer for NoPowerDevices {
     }
 
     async fn fence(
+        &self,
+        target: &FenceTarget,
+        _actor: &str,
+        _task_id: Option<&str>,
+    ) -> Result<FenceReport, FenceError> {
+        Err(FenceError::NoPowerDevice(target.node.clone()))
+    }
+
+    async fn power_on(
         &self,
         target: &FenceTarget,
         _actor: &str,

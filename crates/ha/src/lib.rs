@@ -16,6 +16,7 @@ pub mod operator;
 pub mod plan;
 pub mod power;
 pub mod recovery;
+pub mod reserve;
 pub mod sim;
 pub mod storage;
 pub mod store;

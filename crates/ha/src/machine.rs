@@ -89,9 +89,11 @@ pub fn tracker_leaves_alone(state: NodeState) -> bool {
 
 /// Applies one verdict to one node: the debounce.
 pub fn step(node: &NodeView, verdict: Verdict, rules: &TrackerRules) -> NodeStep {
+    // Counters stop at their threshold: a node that stays up (or down) round after round
+    // changes nothing, so an idle round writes no row.
     let (down, up) = match verdict {
-        Verdict::Down => (node.down_observations.saturating_add(1), 0),
-        Verdict::Up => (0, node.up_observations.saturating_add(1)),
+        Verdict::Down => ((node.down_observations.saturating_add(1)).min(rules.mutex as i32), 0),
+        Verdict::Up => (0, (node.up_observations.saturating_add(1)).min(rules.mutex_up as i32)),
         Verdict::Unknown => (node.down_observations, node.up_observations),
     };
     let mut result = NodeStep { state: node.state, down_observations: down, up_observations: up, reason: None };
@@ -250,6 +252,20 @@ mod tests {
         assert_eq!(after_two.state, NodeState::Suspect);
         let after_three = run(after_two, &[Verdict::Down], &rules);
         assert_eq!(after_three.state, NodeState::Down);
+    }
+
+    #[test]
+    fn a_node_that_stays_up_reaches_a_fixed_point_so_idle_rounds_write_nothing() {
+        let rules = rules();
+        let settled = run(node(NodeState::Up), &[Verdict::Up; 5], &rules);
+        let next = step(&settled, Verdict::Up, &rules);
+        assert_eq!(
+            (next.state, next.down_observations, next.up_observations),
+            (settled.state, settled.down_observations, settled.up_observations)
+        );
+        let down = run(node(NodeState::Up), &[Verdict::Down; 10], &rules);
+        let next = step(&down, Verdict::Down, &rules);
+        assert_eq!((next.down_observations, next.up_observations), (down.down_observations, down.up_observations));
     }
 
     #[test]

@@ -46,4 +46,32 @@ impl Fencer for PowerFencer {
             Err(error) => Err(FenceError::Failed { node: target.node.clone(), reason: error.to_string() }),
         }
     }
+
+    async fn power_on(
+        &self,
+        target: &FenceTarget,
+        actor: &str,
+        task_id: Option<&str>,
+    ) -> Result<FenceReport, FenceError> {
+        let keyring = self.keyring.as_ref().map_err(|error| FenceError::Failed {
+            node: target.node.clone(),
+            reason: format!("the power credentials cannot be opened: {error}"),
+        })?;
+        let action = aos_power::PowerAction::On;
+        match aos_power::run_node_operation(&self.db, keyring, target.node_id, action, actor, task_id, &self.settings)
+            .await
+        {
+            Ok(report) => Ok(FenceReport {
+                device: if report.outlet.is_empty() {
+                    report.device
+                } else {
+                    format!("{} outlet {}", report.device, report.outlet)
+                },
+                was_already_off: !report.command_sent,
+                took_ms: report.elapsed_ms,
+            }),
+            Err(aos_power::NodeOperationError::NoPowerDevice { node, .. }) => Err(FenceError::NoPowerDevice(node)),
+            Err(error) => Err(FenceError::Failed { node: target.node.clone(), reason: error.to_string() }),
+        }
+    }
 }

@@ -56,6 +56,13 @@ pub struct RecoverySettings {
     pub concurrency: usize,
     /// A power operation of ours requested this long before the down explains it.
     pub power_explains_within: Duration,
+    /// `[node_tracker] allow_host_auto_power_off`: after its servers are evacuated, power a
+    /// fenced host on again and return it to service once Nova accepts it.
+    pub restart_after_evacuation: bool,
+    /// `[node_tracker] host_restart_timeout`.
+    pub host_restart_timeout: Duration,
+    /// `[node_tracker] timeout_reserv_node_up`: how long a reserve host may take to boot.
+    pub reserve_up_timeout: Duration,
 }
 
 impl RecoverySettings {
@@ -70,6 +77,9 @@ impl RecoverySettings {
             poll_interval: Duration::from_secs(2),
             concurrency: 8,
             power_explains_within: Duration::from_secs(300),
+            restart_after_evacuation: config.node_tracker.allow_host_auto_power_off,
+            host_restart_timeout: config.node_tracker.host_restart_timeout,
+            reserve_up_timeout: config.node_tracker.timeout_reserv_node_up,
         }
     }
 }
@@ -147,7 +157,8 @@ impl Recovery {
         // 4. Force down.
         ctx.step("force_down", "", || self.force_down(&node, &actor, &task_id)).await?;
 
-        // 5. Plan.
+        // 5. Reserve hosts bound to this node, when the others cannot hold its servers; plan.
+        let _: Vec<String> = ctx.step("reserve", "", || self.bring_up_reserves(&node, &actor, &task_id)).await?;
         let plan: EvacuationPlan = ctx.step("plan", "", || self.plan(&node, &actor, &task_id)).await?;
 
         // 6. Evacuate group by group.
@@ -210,6 +221,11 @@ impl Recovery {
             )
             .await
             .map_err(retryable)?;
+            let mut summary = summary;
+            if self.settings.restart_after_evacuation && fenced["fenced"] == Value::Bool(true) {
+                let restart: Value = ctx.step("restart", "", || self.restart(&node, &actor, &task_id)).await?;
+                summary["restart"] = restart;
+            }
             Ok(summary)
         } else {
             let names: Vec<&str> = failed.iter().map(|outcome| outcome.name.as_str()).collect();
@@ -532,6 +548,204 @@ impl Recovery {
         .await
         .map_err(retryable)?;
         Ok(plan)
+    }
+
+    /// Brings up the reserve hosts bound to `node` (highest priority first) while the other
+    /// hosts cannot hold its servers: power on, wait for its nova-compute within
+    /// `timeout_reserv_node_up`, enable it, and add it to the failed host's aggregates.
+    async fn bring_up_reserves(
+        &self,
+        node: &node::Model,
+        actor: &str,
+        task_id: &str,
+    ) -> Result<Vec<String>, TaskError> {
+        let mut brought_up = Vec::new();
+        let reserves = crate::reserve::reserves_of(&self.db, node.id).await.map_err(retryable)?;
+        if reserves.is_empty() {
+            return Ok(brought_up);
+        }
+        let servers = self.cloud.servers_on_host(&node.name).await.map_err(cloud_error)?;
+        for reserve in reserves {
+            let capacities = self.cloud.capacities().await.map_err(cloud_error)?;
+            let plan = crate::plan::plan(&node.name, &servers, &capacities, self.settings.default_priority);
+            if plan.capacity.sufficient() {
+                break;
+            }
+            if !store::transition(
+                &self.db,
+                reserve.id,
+                &[NodeState::Reserve],
+                NodeState::ReserveBooting,
+                actor,
+                &format!("capacity short for the servers of {}: booting this reserve host", node.name),
+                Some(task_id),
+                json!({ "for": node.name }),
+            )
+            .await
+            .map_err(retryable)?
+            {
+                continue;
+            }
+            let target = FenceTarget { node_id: reserve.id, node: reserve.name.clone() };
+            if let Err(error) = self.fencer.power_on(&target, actor, Some(task_id)).await {
+                self.reserve_failed(&reserve, node, &format!("power on failed: {error}"), actor, task_id).await?;
+                continue;
+            }
+            let deadline = Instant::now() + self.settings.reserve_up_timeout;
+            let service = loop {
+                let hosts = self.cloud.compute_hosts().await.map_err(cloud_error)?;
+                if let Some(service) = hosts.into_iter().find(|host| host.host == reserve.name && host.up) {
+                    break Some(service);
+                }
+                if Instant::now() >= deadline {
+                    break None;
+                }
+                tokio::time::sleep(self.settings.poll_interval).await;
+            };
+            let Some(service) = service else {
+                let reason = "its nova-compute did not come up within [node_tracker] timeout_reserv_node_up";
+                self.reserve_failed(&reserve, node, reason, actor, task_id).await?;
+                continue;
+            };
+            self.cloud.set_service_enabled(&service.service_id, true, "").await.map_err(cloud_error)?;
+            for aggregate in self.cloud.aggregates_of(&node.name).await.map_err(cloud_error)? {
+                self.cloud.add_to_aggregate(aggregate.id, &reserve.name).await.map_err(cloud_error)?;
+            }
+            store::transition(
+                &self.db,
+                reserve.id,
+                &[NodeState::ReserveBooting],
+                NodeState::Up,
+                actor,
+                &format!(
+                    "reserve host in service for {}: powered on, nova-compute up, enabled, in its aggregates",
+                    node.name
+                ),
+                Some(task_id),
+                Value::Null,
+            )
+            .await
+            .map_err(retryable)?;
+            brought_up.push(reserve.name.clone());
+        }
+        Ok(brought_up)
+    }
+
+    async fn reserve_failed(
+        &self,
+        reserve: &node::Model,
+        node: &node::Model,
+        reason: &str,
+        actor: &str,
+        task_id: &str,
+    ) -> Result<(), TaskError> {
+        let message = format!("reserve host {} could not be brought up for {}: {reason}", reserve.name, node.name);
+        store::transition(
+            &self.db,
+            reserve.id,
+            &[NodeState::ReserveBooting],
+            NodeState::Reserve,
+            actor,
+            &message,
+            Some(task_id),
+            Value::Null,
+        )
+        .await
+        .map_err(retryable)?;
+        store::raise_alarm(&self.db, "reserve_failed", "warning", Some(reserve.id), &message, Value::Null, Utc::now())
+            .await
+            .map_err(retryable)?;
+        Ok(())
+    }
+
+    /// `allow_host_auto_power_off`: powers the fenced host on; once its nova-compute ran and
+    /// cleaned up the evacuated servers, Nova accepts clearing forced_down, and the node goes
+    /// to `recovering` (the tracker brings it up after `mutex_up` observations). A host that
+    /// does not come back within `host_restart_timeout` stays `evacuated`, forced down.
+    async fn restart(&self, node: &node::Model, actor: &str, task_id: &str) -> Result<Value, TaskError> {
+        let moved = store::transition(
+            &self.db,
+            node.id,
+            &[NodeState::Evacuated],
+            NodeState::PowerCycling,
+            actor,
+            "restarting the host ([node_tracker] allow_host_auto_power_off)",
+            Some(task_id),
+            Value::Null,
+        )
+        .await
+        .map_err(retryable)?;
+        if !moved {
+            return Ok(json!({ "restarted": false, "reason": "the node is no longer evacuated" }));
+        }
+        let target = FenceTarget { node_id: node.id, node: node.name.clone() };
+        let started = Instant::now();
+        let failure = match self.fencer.power_on(&target, actor, Some(task_id)).await {
+            Err(error) => Some(format!("power on failed: {error}")),
+            Ok(_) => {
+                let deadline = started + self.settings.host_restart_timeout;
+                let mut last;
+                loop {
+                    let hosts = self.cloud.compute_hosts().await.map_err(cloud_error)?;
+                    let service = hosts.into_iter().find(|host| host.host == node.name);
+                    match service {
+                        Some(service) => match self.cloud.set_forced_down(&service.service_id, false).await {
+                            Ok(()) => break None,
+                            Err(error) => last = error.to_string(),
+                        },
+                        None => last = "Nova lists no nova-compute service for it".into(),
+                    }
+                    if Instant::now() >= deadline {
+                        break Some(format!("not back within [node_tracker] host_restart_timeout: {last}"));
+                    }
+                    tokio::time::sleep(self.settings.poll_interval).await;
+                }
+            }
+        };
+        match failure {
+            None => {
+                store::transition(
+                    &self.db,
+                    node.id,
+                    &[NodeState::PowerCycling],
+                    NodeState::Recovering,
+                    actor,
+                    "host powered on, evacuated servers cleaned up by its nova-compute, forced_down cleared",
+                    Some(task_id),
+                    json!({ "took_ms": started.elapsed().as_millis() as u64 }),
+                )
+                .await
+                .map_err(retryable)?;
+                Ok(json!({ "restarted": true, "took_ms": started.elapsed().as_millis() as u64 }))
+            }
+            Some(reason) => {
+                let message = format!("{} was not returned to service: {reason}; it stays forced down", node.name);
+                store::transition(
+                    &self.db,
+                    node.id,
+                    &[NodeState::PowerCycling],
+                    NodeState::Evacuated,
+                    actor,
+                    &message,
+                    Some(task_id),
+                    Value::Null,
+                )
+                .await
+                .map_err(retryable)?;
+                store::raise_alarm(
+                    &self.db,
+                    "host_restart_failed",
+                    "warning",
+                    Some(node.id),
+                    &message,
+                    Value::Null,
+                    Utc::now(),
+                )
+                .await
+                .map_err(retryable)?;
+                Ok(json!({ "restarted": false, "reason": reason }))
+            }
+        }
     }
 
     /// Asks Nova to evacuate `server` unless that already happened in this incident.

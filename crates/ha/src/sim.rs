@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::cloud::{Cloud, CloudError, CloudServer, EvacuationRecord, HostCapacity, HostObservation};
+use crate::cloud::{Cloud, CloudError, CloudServer, EvacuationRecord, HostAggregate, HostCapacity, HostObservation};
 use crate::fence::{FenceError, FenceReport, FenceTarget, Fencer};
 use crate::isolation::{StateFileReading, StateFiles};
 
@@ -61,6 +61,8 @@ struct SimHost {
     forced_down: bool,
     has_bmc: bool,
     bmc_reachable: bool,
+    /// The BMC refuses "power on" (the host's firmware or PSU failed): fencing still works.
+    power_on_refused: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +91,8 @@ struct State {
     hosts: BTreeMap<String, SimHost>,
     servers: BTreeMap<String, SimServer>,
     migrations: Vec<SimMigration>,
+    /// id -> (name, hosts)
+    aggregates: BTreeMap<i64, (String, BTreeSet<String>)>,
     next_id: u64,
     /// Calls per method, for tests and benchmarks.
     calls: BTreeMap<&'static str, u64>,
@@ -127,8 +131,38 @@ impl SimCloud {
                 forced_down: false,
                 has_bmc,
                 bmc_reachable: true,
+                power_on_refused: false,
             },
         );
+    }
+
+    /// A standby host: powered off, disabled in Nova, with a BMC.
+    pub fn add_reserve_host(&self, name: &str) {
+        self.add_host(name, true);
+        let mut state = self.lock();
+        if let Some(host) = state.hosts.get_mut(name) {
+            host.running = false;
+            host.heartbeat_reaches_nova = false;
+            host.enabled = false;
+            host.last_heartbeat = Instant::now() - self.settings.service_down_time - Duration::from_secs(1);
+        }
+    }
+
+    /// Puts `hosts` in a new aggregate; returns its id.
+    pub fn add_aggregate(&self, name: &str, hosts: &[&str]) -> i64 {
+        let mut state = self.lock();
+        state.next_id += 1;
+        let id = state.next_id as i64;
+        state.aggregates.insert(id, (name.to_owned(), hosts.iter().map(|h| h.to_string()).collect()));
+        id
+    }
+
+    pub fn aggregate_hosts(&self, id: i64) -> BTreeSet<String> {
+        self.lock().aggregates.get(&id).map(|(_, hosts)| hosts.clone()).unwrap_or_default()
+    }
+
+    pub fn is_enabled(&self, host: &str) -> bool {
+        self.lock().hosts.get(host).is_some_and(|host| host.enabled)
     }
 
     /// Boots a server on `host`; `stopped` servers are SHUTOFF. Returns its id.
@@ -182,6 +216,13 @@ impl SimCloud {
     pub fn bmc_down(&self, host: &str) {
         if let Some(host) = self.lock().hosts.get_mut(host) {
             host.bmc_reachable = false;
+        }
+    }
+
+    /// The host's BMC refuses to power it on (fencing still works).
+    pub fn refuse_power_on(&self, host: &str) {
+        if let Some(host) = self.lock().hosts.get_mut(host) {
+            host.power_on_refused = true;
         }
     }
 
@@ -304,10 +345,61 @@ impl Cloud for SimCloud {
         let mut state = self.lock();
         let host = state
             .hosts
+            .values()
+            .find(|host| host.service_id == service_id)
+            .ok_or_else(|| CloudError::NotFound(format!("compute service {service_id}")))?;
+        // Nova refuses to clear forced_down while evacuations away from the host are not
+        // cleaned up, which only its nova-compute does when it runs again.
+        if !forced_down && !host.running {
+            let name = state.hosts.iter().find(|(_, h)| h.service_id == service_id).map(|(n, _)| n.clone());
+            if let Some(name) = name
+                && state.migrations.iter().any(|migration| migration.source == name)
+            {
+                return Err(CloudError::Conflict(format!(
+                    "evacuations from {name} are not cleaned up: its nova-compute must run first"
+                )));
+            }
+        }
+        let host = state
+            .hosts
             .values_mut()
             .find(|host| host.service_id == service_id)
             .ok_or_else(|| CloudError::NotFound(format!("compute service {service_id}")))?;
         host.forced_down = forced_down;
+        Ok(())
+    }
+
+    async fn set_service_enabled(&self, service_id: &str, enabled: bool, _reason: &str) -> Result<(), CloudError> {
+        self.call("set_service_enabled").await;
+        let mut state = self.lock();
+        let host = state
+            .hosts
+            .values_mut()
+            .find(|host| host.service_id == service_id)
+            .ok_or_else(|| CloudError::NotFound(format!("compute service {service_id}")))?;
+        host.enabled = enabled;
+        Ok(())
+    }
+
+    async fn aggregates_of(&self, host: &str) -> Result<Vec<HostAggregate>, CloudError> {
+        self.call("aggregates_of").await;
+        let state = self.lock();
+        Ok(state
+            .aggregates
+            .iter()
+            .filter(|(_, (_, hosts))| hosts.contains(host))
+            .map(|(id, (name, _))| HostAggregate { id: *id, name: name.clone() })
+            .collect())
+    }
+
+    async fn add_to_aggregate(&self, aggregate_id: i64, host: &str) -> Result<(), CloudError> {
+        self.call("add_to_aggregate").await;
+        let mut state = self.lock();
+        let (_, hosts) = state
+            .aggregates
+            .get_mut(&aggregate_id)
+            .ok_or_else(|| CloudError::NotFound(format!("aggregate {aggregate_id}")))?;
+        hosts.insert(host.to_owned());
         Ok(())
     }
 
@@ -458,6 +550,53 @@ impl Fencer for SimCloud {
         Ok(FenceReport {
             device: format!("sim-bmc-{}", target.node),
             was_already_off: !was_running,
+            took_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    async fn power_on(
+        &self,
+        target: &FenceTarget,
+        _actor: &str,
+        _task_id: Option<&str>,
+    ) -> Result<FenceReport, FenceError> {
+        self.sim_power_on(target).await
+    }
+}
+
+impl SimCloud {
+    async fn sim_power_on(&self, target: &FenceTarget) -> Result<FenceReport, FenceError> {
+        let started = Instant::now();
+        let (reachable, was_running) = {
+            let state = self.lock();
+            let host = state.hosts.get(&target.node).ok_or_else(|| FenceError::NoPowerDevice(target.node.clone()))?;
+            if !host.has_bmc {
+                return Err(FenceError::NoPowerDevice(target.node.clone()));
+            }
+            if host.power_on_refused {
+                return Err(FenceError::Failed {
+                    node: target.node.clone(),
+                    reason: "the BMC refused power on".into(),
+                });
+            }
+            (host.bmc_reachable, host.running)
+        };
+        if !reachable {
+            return Err(FenceError::Failed { node: target.node.clone(), reason: "BMC unreachable".into() });
+        }
+        if !was_running {
+            tokio::time::sleep(self.settings.power_off_time).await;
+            // The hypervisor boots; its nova-compute reports after a boot delay.
+            let mut state = self.lock();
+            if let Some(host) = state.hosts.get_mut(&target.node) {
+                host.running = true;
+                host.heartbeat_reaches_nova = true;
+                host.last_heartbeat = Instant::now();
+            }
+        }
+        Ok(FenceReport {
+            device: format!("sim-bmc-{}", target.node),
+            was_already_off: was_running,
             took_ms: started.elapsed().as_millis() as u64,
         })
     }

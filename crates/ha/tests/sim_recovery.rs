@@ -54,6 +54,9 @@ fn recovery_settings() -> RecoverySettings {
         poll_interval: Duration::from_millis(20),
         concurrency: 4,
         power_explains_within: Duration::from_secs(300),
+        restart_after_evacuation: false,
+        host_restart_timeout: Duration::from_secs(10),
+        reserve_up_timeout: Duration::from_secs(10),
     }
 }
 
@@ -71,10 +74,22 @@ fn runner_settings() -> RunnerSettings {
 
 /// Four hosts with BMCs; h2 holds 5 servers: priorities 10, 10, 5 (default), 5 stopped, 0.
 async fn harness(db: &DatabaseConnection) -> anyhow::Result<Harness> {
+    harness_with(db, sim_settings(), &["h1", "h2", "h3", "h4"], &[]).await
+}
+
+async fn harness_with(
+    db: &DatabaseConnection,
+    settings: SimSettings,
+    hosts: &[&str],
+    reserves: &[&str],
+) -> anyhow::Result<Harness> {
     aos_db::migrate_to(db, None).await?;
-    let sim = Arc::new(SimCloud::new(sim_settings()));
-    for host in ["h1", "h2", "h3", "h4"] {
+    let sim = Arc::new(SimCloud::new(settings));
+    for host in hosts {
         sim.add_host(host, true);
+    }
+    for host in reserves {
+        sim.add_reserve_host(host);
     }
     sim.add_server("db-1", "h2", Some(10), false);
     sim.add_server("db-2", "h2", Some(10), false);
@@ -333,6 +348,20 @@ impl Cloud for StallingCloud {
     async fn capacities(&self) -> Result<Vec<aos_ha::cloud::HostCapacity>, aos_ha::CloudError> {
         self.inner.capacities().await
     }
+    async fn set_service_enabled(
+        &self,
+        service_id: &str,
+        enabled: bool,
+        reason: &str,
+    ) -> Result<(), aos_ha::CloudError> {
+        self.inner.set_service_enabled(service_id, enabled, reason).await
+    }
+    async fn aggregates_of(&self, host: &str) -> Result<Vec<aos_ha::cloud::HostAggregate>, aos_ha::CloudError> {
+        self.inner.aggregates_of(host).await
+    }
+    async fn add_to_aggregate(&self, aggregate_id: i64, host: &str) -> Result<(), aos_ha::CloudError> {
+        self.inner.add_to_aggregate(aggregate_id, host).await
+    }
 }
 
 async fn a_worker_killed_mid_evacuation_is_resumed_without_evacuating_any_server_twice(
@@ -383,7 +412,75 @@ async fn a_worker_killed_mid_evacuation_is_resumed_without_evacuating_any_server
     Ok(())
 }
 
+async fn with_auto_power_off_the_fenced_host_is_restarted_and_returns_to_service(
+    db: &DatabaseConnection,
+) -> anyhow::Result<()> {
+    let mut h = harness(db).await?;
+    h.settings.restart_after_evacuation = true;
+    h.sim.kill("h2");
+    let started = h.rounds(3).await?;
+    ensure!(started.len() == 1);
+    let outcome = h.runner("worker@test").process_one(started[0]).await?;
+    ensure!(outcome == ProcessOutcome::Succeeded, "{outcome:?}");
+    let result = h.tasks().await?.remove(0).result.context("result")?;
+    ensure!(result["restart"]["restarted"] == true, "{result}");
+    ensure!(h.node("h2").await?.state == NodeState::Recovering);
+    ensure!(h.sim.is_running("h2"), "powered on again through its BMC");
+    let forced = h.sim.compute_hosts().await?.into_iter().find(|host| host.host == "h2").context("h2")?.forced_down;
+    ensure!(!forced, "forced_down cleared once its compute ran");
+    h.rounds(1).await?;
+    ensure!(h.node("h2").await?.state == NodeState::Up, "up after mutex_up observations");
+    h.finish().await;
+    Ok(())
+}
+
+async fn a_host_that_does_not_come_back_stays_evacuated_and_forced_down(db: &DatabaseConnection) -> anyhow::Result<()> {
+    let mut h = harness(db).await?;
+    h.settings.restart_after_evacuation = true;
+    h.settings.host_restart_timeout = Duration::from_millis(300);
+    h.sim.kill("h2");
+    let started = h.rounds(3).await?;
+    // Fencing works, but the host does not power on again.
+    h.sim.refuse_power_on("h2");
+    let outcome = h.runner("worker@test").process_one(started[0]).await?;
+    ensure!(outcome == ProcessOutcome::Succeeded, "{outcome:?}");
+    ensure!(h.node("h2").await?.state == NodeState::Evacuated);
+    ensure!(!h.open_alarms("host_restart_failed").await?.is_empty());
+    let forced = h.sim.compute_hosts().await?.into_iter().find(|host| host.host == "h2").context("h2")?.forced_down;
+    ensure!(forced, "forced_down kept");
+    h.finish().await;
+    Ok(())
+}
+
+async fn a_reserve_host_is_brought_up_when_the_others_cannot_hold_the_servers(
+    db: &DatabaseConnection,
+) -> anyhow::Result<()> {
+    // Two hosts of 8 GiB: h1 has 6 GiB free, h2's four evacuable servers need 8 GiB.
+    let settings = SimSettings { host_ram_mb: 8192, ..sim_settings() };
+    let h = harness_with(db, settings, &["h1", "h2"], &["r1"]).await?;
+    let aggregate = h.sim.add_aggregate("gold", &["h1", "h2"]);
+    // r1 joined the node table through node sync; the operator made it h2's reserve.
+    aos_ha::reserve::add(&h.db, "r1", "h2", 10, "admin").await?;
+    ensure!(h.node("r1").await?.state == NodeState::Reserve);
+    h.sim.kill("h2");
+    let started = h.rounds(3).await?;
+    ensure!(started.len() == 1, "one down host of two, max_down_hosts 1: recovery ({started:?})");
+    let outcome = h.runner("worker@test").process_one(started[0]).await?;
+    ensure!(outcome == ProcessOutcome::Succeeded, "{outcome:?}");
+    ensure!(h.sim.is_running("r1") && h.sim.is_enabled("r1"), "the reserve was powered on and enabled");
+    ensure!(h.sim.aggregate_hosts(aggregate).contains("r1"), "and placed in the failed host's aggregates");
+    ensure!(h.node("r1").await?.state == NodeState::Up);
+    ensure!(!servers_on(&h.sim, "r1").is_empty(), "it took some of the servers");
+    ensure!(h.node("h2").await?.state == NodeState::Evacuated);
+    ensure!(h.open_alarms("capacity_short").await?.is_empty(), "capacity was enough once the reserve was up");
+    h.finish().await;
+    Ok(())
+}
+
 aos_db::db_test_suite!(
+    with_auto_power_off_the_fenced_host_is_restarted_and_returns_to_service,
+    a_host_that_does_not_come_back_stays_evacuated_and_forced_down,
+    a_reserve_host_is_brought_up_when_the_others_cannot_hold_the_servers,
     a_dead_host_is_confirmed_after_mutex_rounds_fenced_forced_down_and_evacuated_by_priority,
     a_host_that_comes_back_inside_the_debounce_window_is_not_evacuated,
     more_hosts_down_than_max_down_hosts_evacuates_nothing_and_raises_an_alarm,

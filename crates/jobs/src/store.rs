@@ -374,13 +374,23 @@ pub(crate) async fn select_for_republish(
     let republish_before = db_time(republish_before);
     let txn = begin_write(db).await?;
     guard_lease(&txn, lease_name, lease_generation).await?;
-    let orphaned = Condition::all().add(task::Column::UpdatedAt.lte(republish_before)).add(
-        Condition::any().add(task::Column::State.eq(TaskState::Pending)).add(
+    // A pending task is republished once per `pending_older_than`; a running task whose
+    // worker went silent once per `running_stale_after` (both measured from `updated_at`, which
+    // a republish sets: no republish storm), so a dead worker's task is taken over after the
+    // stale period, not after the (longer) pending period.
+    let stale_before = db_time(stale_before);
+    let orphaned = Condition::any()
+        .add(
+            Condition::all()
+                .add(task::Column::State.eq(TaskState::Pending))
+                .add(task::Column::UpdatedAt.lte(republish_before)),
+        )
+        .add(
             Condition::all()
                 .add(task::Column::State.eq(TaskState::Running))
-                .add(task::Column::HeartbeatAt.lt(db_time(stale_before))),
-        ),
-    );
+                .add(task::Column::HeartbeatAt.lt(stale_before))
+                .add(task::Column::UpdatedAt.lte(stale_before)),
+        );
     let ids: Vec<String> = task::Entity::find()
         .select_only()
         .column(task::Column::Id)
