@@ -465,6 +465,8 @@ fn worker(db: &DatabaseConnection, sim: &Arc<SimCloud>, queue: &JobQueue, max_do
             restart_after_evacuation: false,
             host_restart_timeout: Duration::from_secs(60),
             reserve_up_timeout: Duration::from_secs(60),
+            shutdown_interval: Duration::from_millis(200),
+            shutdown_max_tick: 50,
         },
     };
     let settings = RunnerSettings {

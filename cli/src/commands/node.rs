@@ -53,6 +53,10 @@ pub enum NodeCommand {
         #[arg(value_parser = ["allow", "deny"])]
         policy: String,
     },
+    /// Planned shutdown with evacuation: maintenance, disabled in Nova, powered off through
+    /// its power device; once Nova sees it down (`[power] shutdown_interval` x
+    /// `shutdown_max_tick`) its servers are evacuated by priority.
+    Shutdown { name: String },
     /// After an incident: clear Nova's forced_down (start the node's nova-compute first) and
     /// let the tracker bring the node up.
     Recover { name: String },
@@ -80,6 +84,7 @@ pub fn run(common: &CommonArgs, command: NodeCommand) -> anyhow::Result<ExitCode
             NodeCommand::Evacuation { name, policy } => {
                 super::operator::evacuation_policy(&db, &name, policy == "allow").await
             }
+            NodeCommand::Shutdown { name } => super::operator::shutdown(&db, &config, &name).await,
             NodeCommand::Recover { name } => super::operator::recover(&db, &config, &name).await,
         }
     })

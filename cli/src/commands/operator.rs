@@ -87,6 +87,23 @@ pub async fn evacuate(
         Ok(task_id) => task_id,
         Err(error) => return refused(error),
     };
+    publish(db, config, task_id).await;
+    out!("evacuation of {name} requested: task {task_id} (follow it with `aos-cloud-manager task show {task_id}`)");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn shutdown(db: &aos_db::DatabaseConnection, config: &aos_config::Config, name: &str) -> anyhow::Result<ExitCode> {
+    let task_id = match operator::request_shutdown(db, name, &actor()).await {
+        Ok(task_id) => task_id,
+        Err(error) => return refused(error),
+    };
+    publish(db, config, task_id).await;
+    out!("shutdown of {name} requested: task {task_id} (follow it with `aos-cloud-manager task show {task_id}`)");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Publishes a recorded task; if the queue is unreachable the beat's sweep publishes it.
+async fn publish(db: &aos_db::DatabaseConnection, config: &aos_config::Config, task_id: aos_jobs::TaskId) {
     let opened = if db.get_database_backend() == aos_db::DbBackend::Sqlite {
         aos_jobs::JobQueue::sqlite(db).await
     } else {
@@ -103,8 +120,6 @@ pub async fn evacuate(
             eprintln!("warning: the job queue is unreachable ({error}); the beat publishes the task within a minute")
         }
     }
-    out!("evacuation of {name} requested: task {task_id} (follow it with `aos-cloud-manager task show {task_id}`)");
-    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn maintenance(db: &aos_db::DatabaseConnection, name: &str, on: bool) -> anyhow::Result<ExitCode> {

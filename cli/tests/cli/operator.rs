@@ -81,6 +81,10 @@ async fn evacuate_records_a_task_once_and_task_show_lists_it(backend: Backend) {
         .to_owned();
     let again = fixture.run(&["node", "evacuate", "cmp-3"]);
     assert_eq!(again.code, Some(2), "a second request while one is pending is refused: {}", again.report());
+    let shutdown = fixture.run(&["node", "shutdown", "cmp-3"]);
+    assert_eq!(shutdown.code, Some(2), "no shutdown while a recovery is pending: {}", shutdown.report());
+    let unknown = fixture.run(&["node", "shutdown", "no-such-node"]);
+    assert_eq!(unknown.code, Some(2), "{}", unknown.report());
     let tasks = fixture.run(&["task", "list"]);
     assert!(tasks.succeeded(), "{}", tasks.report());
     assert!(

@@ -181,8 +181,6 @@ impl BatchConsumer {
 
     /// Closes the channel (unacknowledged deliveries return to the queue).
     pub async fn close(self) {
-        if self.channel.status().connected() {
-            let _ = self.channel.close(200, "OK".into()).await;
-        }
+        crate::close_channel(&self.channel).await;
     }
 }

@@ -48,16 +48,42 @@ pub fn mask_uri(uri: &str) -> String {
     }
 }
 
-/// One connection attempt. `connection_name` shows in the RabbitMQ management UI.
+/// Bound on one connection attempt (TCP, AMQP handshake, login): a broker that accepts the
+/// TCP connection but never answers (still booting, overloaded) must not hold a daemon's
+/// reconnect loop forever.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Bound on closing a channel or a connection: lapin waits for the broker's `close-ok`, which
+/// never comes from a broker that went away while the socket still looked open.
+pub const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// One connection attempt, at most [`CONNECT_TIMEOUT`]. `connection_name` shows in the
+/// RabbitMQ management UI.
 pub async fn connect(uri: &str, connection_name: &str) -> Result<Connection, BusError> {
     let properties = ConnectionProperties::default().with_connection_name(connection_name.into());
-    Connection::connect(uri, properties).await.map_err(|source| BusError::Connect { uri: mask_uri(uri), source })
+    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(uri, properties)).await {
+        Ok(connected) => connected.map_err(|source| BusError::Connect { uri: mask_uri(uri), source }),
+        Err(_) => Err(BusError::Connect {
+            uri: mask_uri(uri),
+            source: lapin::Error::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no AMQP handshake within {CONNECT_TIMEOUT:?}"),
+            )),
+        }),
+    }
 }
 
-/// Closes `connection` politely if it is still open (errors are irrelevant at that point).
+/// Closes `connection` politely if it is still open, at most [`CLOSE_TIMEOUT`] (errors are
+/// irrelevant at that point).
 pub async fn close(connection: &Connection) {
     if connection.status().connected() {
-        let _ = connection.close(200, "OK".into()).await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "OK".into())).await;
+    }
+}
+
+/// Closes `channel` if it is still open, at most [`CLOSE_TIMEOUT`].
+pub(crate) async fn close_channel(channel: &lapin::Channel) {
+    if channel.status().connected() {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, "OK".into())).await;
     }
 }
 

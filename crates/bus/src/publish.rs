@@ -87,9 +87,7 @@ impl ConfirmedPublisher {
     }
 
     pub async fn close(self) {
-        if self.channel.status().connected() {
-            let _ = self.channel.close(200, "OK".into()).await;
-        }
+        crate::close_channel(&self.channel).await;
     }
 }
 

@@ -167,7 +167,5 @@ fn is_soft_error(error: &lapin::Error, expected: AMQPSoftError) -> bool {
 }
 
 async fn close_quietly(channel: &Channel) {
-    if channel.status().connected() {
-        let _ = channel.close(200, "OK".into()).await;
-    }
+    crate::close_channel(channel).await;
 }

@@ -54,6 +54,11 @@ pub trait Fencer: Send + Sync + 'static {
         actor: &str,
         task_id: Option<&str>,
     ) -> Result<FenceReport, FenceError>;
+    /// Asks the node to power itself off (ACPI soft off) without waiting. Drivers without a
+    /// soft off power it off hard, as [`Fencer::fence`] does.
+    async fn soft_power_off(&self, target: &FenceTarget, actor: &str, task_id: Option<&str>) -> Result<(), FenceError> {
+        self.fence(target, actor, task_id).await.map(|_| ())
+    }
 }
 
 /// For deployments (and tests) with no power management at all: no node has a device.

@@ -55,6 +55,29 @@ pub async fn request_evacuation(
     skip_fence: bool,
     actor: &str,
 ) -> Result<TaskId, OperatorError> {
+    request(db, name, skip_fence, false, actor).await
+}
+
+/// `node shutdown NAME`: a planned power-off of a running host, its servers evacuated once
+/// Nova sees it down (see [`crate::tracker::RecoverNode::shutdown`]).
+pub async fn request_shutdown(db: &aos_db::DatabaseConnection, name: &str, actor: &str) -> Result<TaskId, OperatorError> {
+    let node = node_named(db, name).await?;
+    if !matches!(node.state, NodeState::Up | NodeState::Maintenance | NodeState::Recovering) {
+        return Err(OperatorError::Refused(format!(
+            "node {name} is {}: only a node that is up or in maintenance can be shut down",
+            node.state
+        )));
+    }
+    request(db, name, false, true, actor).await
+}
+
+async fn request(
+    db: &aos_db::DatabaseConnection,
+    name: &str,
+    skip_fence: bool,
+    shutdown: bool,
+    actor: &str,
+) -> Result<TaskId, OperatorError> {
     let node = node_named(db, name).await?;
     if !EVACUABLE.contains(&node.state) {
         return Err(OperatorError::Refused(format!(
@@ -76,7 +99,7 @@ pub async fn request_evacuation(
         )));
     }
     let payload =
-        RecoverNode { node_id: node.id, node: node.name.clone(), down_since: Utc::now(), skip_fence, manual: true };
+        RecoverNode { node_id: node.id, node: node.name.clone(), down_since: Utc::now(), skip_fence, manual: true, shutdown };
     let new =
         NewTask::new(RECOVER_NODE, serde_json::to_value(&payload).map_err(|e| OperatorError::Refused(e.to_string()))?)
             .node_id(node.id);
@@ -87,14 +110,14 @@ pub async fn request_evacuation(
         &transaction,
         store::Event {
             node_id: node.id,
-            kind: "evacuation_requested",
+            kind: if shutdown { "shutdown_requested" } else { "evacuation_requested" },
             from: None,
             to: None,
             actor,
-            reason: if skip_fence {
-                "evacuation requested by an operator, fencing skipped"
-            } else {
-                "evacuation requested by an operator"
+            reason: match (shutdown, skip_fence) {
+                (true, _) => "shutdown with evacuation requested by an operator",
+                (false, true) => "evacuation requested by an operator, fencing skipped",
+                (false, false) => "evacuation requested by an operator",
             },
             task_id: Some(&task_id),
             details: json!({ "skip_fence": skip_fence }),

@@ -74,4 +74,17 @@ impl Fencer for PowerFencer {
             Err(error) => Err(FenceError::Failed { node: target.node.clone(), reason: error.to_string() }),
         }
     }
+
+    async fn soft_power_off(&self, target: &FenceTarget, actor: &str, task_id: Option<&str>) -> Result<(), FenceError> {
+        let keyring = self.keyring.as_ref().map_err(|error| FenceError::Failed {
+            node: target.node.clone(),
+            reason: format!("the power credentials cannot be opened: {error}"),
+        })?;
+        let action = aos_power::PowerAction::SoftOff;
+        match aos_power::run_node_operation(&self.db, keyring, target.node_id, action, actor, task_id, &self.settings).await {
+            Ok(_) => Ok(()),
+            Err(aos_power::NodeOperationError::NoPowerDevice { node, .. }) => Err(FenceError::NoPowerDevice(node)),
+            Err(error) => Err(FenceError::Failed { node: target.node.clone(), reason: error.to_string() }),
+        }
+    }
 }

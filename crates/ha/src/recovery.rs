@@ -63,6 +63,10 @@ pub struct RecoverySettings {
     pub host_restart_timeout: Duration,
     /// `[node_tracker] timeout_reserv_node_up`: how long a reserve host may take to boot.
     pub reserve_up_timeout: Duration,
+    /// `[power] shutdown_interval` and `shutdown_max_tick`: how a planned shutdown waits for
+    /// Nova to see the host down.
+    pub shutdown_interval: Duration,
+    pub shutdown_max_tick: u32,
 }
 
 impl RecoverySettings {
@@ -80,6 +84,8 @@ impl RecoverySettings {
             restart_after_evacuation: config.node_tracker.allow_host_auto_power_off,
             host_restart_timeout: config.node_tracker.host_restart_timeout,
             reserve_up_timeout: config.node_tracker.timeout_reserv_node_up,
+            shutdown_interval: config.power.shutdown_interval,
+            shutdown_max_tick: config.power.shutdown_max_tick,
         }
     }
 }
@@ -134,6 +140,11 @@ impl Recovery {
                 TaskError::fatal(format!("node {} (id {}) no longer exists", input.node, input.node_id))
             })?;
         let started = Instant::now();
+
+        // 0. A planned shutdown: maintenance, disabled, powered off, seen down by Nova.
+        if input.shutdown {
+            let _: Value = ctx.step("shutdown", "", || self.shutdown(&input, &node, &actor, &task_id)).await?;
+        }
 
         // 1. Isolation check.
         let isolation: Option<IsolationVerdict> =
@@ -548,6 +559,61 @@ impl Recovery {
         .await
         .map_err(retryable)?;
         Ok(plan)
+    }
+
+    async fn shutdown(&self, input: &RecoverNode, node: &node::Model, actor: &str, task_id: &str) -> Result<Value, TaskError> {
+        store::transition(
+            &self.db,
+            node.id,
+            &[NodeState::Up, NodeState::Suspect, NodeState::Recovering],
+            NodeState::Maintenance,
+            actor,
+            "planned shutdown: maintenance (the tracker leaves the node alone)",
+            Some(task_id),
+            Value::Null,
+        )
+        .await
+        .map_err(retryable)?;
+        let current = node::Entity::find_by_id(node.id).one(&self.db).await.map_err(retryable)?;
+        if current.as_ref().map(|n| n.state) != Some(NodeState::Maintenance) {
+            return Err(TaskError::fatal(format!(
+                "node {} is {}: a planned shutdown needs it up or in maintenance",
+                node.name,
+                current.map(|n| n.state.to_string()).unwrap_or_else(|| "deleted".into())
+            )));
+        }
+        let hosts = self.cloud.compute_hosts().await.map_err(cloud_error)?;
+        let service = hosts
+            .iter()
+            .find(|host| host.host == node.name)
+            .ok_or_else(|| TaskError::fatal(format!("Nova lists no nova-compute service for {}", node.name)))?;
+        if service.enabled {
+            self.cloud
+                .set_service_enabled(&service.service_id, false, "aos-cloud-manager: planned shutdown")
+                .await
+                .map_err(cloud_error)?;
+        }
+        let target = FenceTarget { node_id: node.id, node: node.name.clone() };
+        match self.fencer.soft_power_off(&target, actor, Some(task_id)).await {
+            Ok(()) => {}
+            Err(FenceError::NoPowerDevice(_)) => {
+                return Err(TaskError::fatal(format!("node {} has no power device: it cannot be shut down", node.name)));
+            }
+            Err(error) => return Err(TaskError::retryable(error)),
+        }
+        for tick in 1..=self.settings.shutdown_max_tick.max(1) {
+            let hosts = self.cloud.compute_hosts().await.map_err(cloud_error)?;
+            if hosts.iter().any(|host| host.host == node.name && !host.up) {
+                let reason = format!("powered off; Nova sees its nova-compute down after {tick} check(s)");
+                self.event(node.id, "shutdown", actor, &reason, task_id, Value::Null).await?;
+                return Ok(json!({ "ticks": tick, "skip_fence": input.skip_fence }));
+            }
+            tokio::time::sleep(self.settings.shutdown_interval).await;
+        }
+        Err(TaskError::fatal(format!(
+            "{} is still reported up by Nova after [power] shutdown_max_tick = {} checks every {:?}: not evacuated",
+            node.name, self.settings.shutdown_max_tick, self.settings.shutdown_interval
+        )))
     }
 
     /// Brings up the reserve hosts bound to `node` (highest priority first) while the other

@@ -47,6 +47,12 @@ pub struct RecoverNode {
     /// Set by an operator: skip the storm guard, the policy and the isolation check.
     #[serde(default)]
     pub manual: bool,
+    /// `node shutdown NAME`: a planned power-off of a healthy host. The node is put in
+    /// maintenance and disabled in Nova, powered off (soft) through its device, and once Nova
+    /// sees its service down (`[power] shutdown_interval` x `shutdown_max_tick`) its servers are
+    /// evacuated like those of a failed host.
+    #[serde(default)]
+    pub shutdown: bool,
 }
 
 /// What one round did.
@@ -221,6 +227,7 @@ pub async fn tracker_round(
                     down_since,
                     skip_fence: false,
                     manual: false,
+                    shutdown: false,
                 };
                 let new =
                     NewTask::new(RECOVER_NODE, serde_json::to_value(&payload)?).node_id(row.id).idempotency_key(key);

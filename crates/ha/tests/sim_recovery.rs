@@ -57,6 +57,8 @@ fn recovery_settings() -> RecoverySettings {
         restart_after_evacuation: false,
         host_restart_timeout: Duration::from_secs(10),
         reserve_up_timeout: Duration::from_secs(10),
+        shutdown_interval: Duration::from_millis(20),
+        shutdown_max_tick: 50,
     }
 }
 
@@ -477,7 +479,35 @@ async fn a_reserve_host_is_brought_up_when_the_others_cannot_hold_the_servers(
     Ok(())
 }
 
+async fn a_planned_shutdown_powers_the_host_off_and_evacuates_it_without_the_tracker_interfering(
+    db: &DatabaseConnection,
+) -> anyhow::Result<()> {
+    let h = harness(db).await?;
+    let task_id = aos_ha::operator::request_shutdown(&h.db, "h2", "admin").await?;
+    // The tracker runs meanwhile, as the beat would: it must not start a recovery of its own.
+    let runner = h.runner("worker@test");
+    let running = tokio::spawn(async move { runner.process_one(task_id).await });
+    let mut tracker_tasks = Vec::new();
+    while !running.is_finished() {
+        tracker_tasks.extend(h.rounds(1).await?);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let outcome = running.await??;
+    ensure!(outcome == ProcessOutcome::Succeeded, "{outcome:?}");
+    ensure!(tracker_tasks.is_empty(), "the tracker left the node in maintenance alone: {tracker_tasks:?}");
+    ensure!(!h.sim.is_running("h2"), "powered off");
+    ensure!(!h.sim.is_enabled("h2"), "disabled in Nova");
+    ensure!(h.node("h2").await?.state == NodeState::Evacuated);
+    ensure!(servers_on(&h.sim, "h2") == ["pinned-1"]);
+    ensure!(h.sim.evacuation_counts().values().all(|count| *count == 1));
+    let refused = aos_ha::operator::request_shutdown(&h.db, "h2", "admin").await;
+    ensure!(refused.is_err(), "an evacuated node cannot be shut down again");
+    h.finish().await;
+    Ok(())
+}
+
 aos_db::db_test_suite!(
+    a_planned_shutdown_powers_the_host_off_and_evacuates_it_without_the_tracker_interfering,
     with_auto_power_off_the_fenced_host_is_restarted_and_returns_to_service,
     a_host_that_does_not_come_back_stays_evacuated_and_forced_down,
     a_reserve_host_is_brought_up_when_the_others_cannot_hold_the_servers,

@@ -87,8 +87,12 @@ async fn publish_like_nova(
             }
         }
         let outcome: anyhow::Result<()> = async {
-            declare_novas_exchange(&connection, exchange).await?;
-            let publisher = ConfirmedPublisher::open(&connection, EXCHANGE, CHUNK).await?;
+            // Every step bounded: a broker going away mid-call must not hang the publisher.
+            let step = Duration::from_secs(30);
+            tokio::time::timeout(step, declare_novas_exchange(&connection, exchange)).await.context("declare")??;
+            let publisher = tokio::time::timeout(step, ConfirmedPublisher::open(&connection, EXCHANGE, CHUNK))
+                .await
+                .context("open")??;
             while next < messages.len() {
                 let chunk = &messages[next..(next + CHUNK).min(messages.len())];
                 let routed = routed(chunk);
@@ -213,11 +217,13 @@ async fn restarted_while_notifications_flow(
     let consuming_after = starting_at.elapsed();
     progress.listener_bound_again.store(true, Ordering::SeqCst);
 
-    let publisher = tokio::task::spawn_blocking(move || publisher.join());
-    tokio::time::timeout(Duration::from_secs(300), publisher)
-        .await
-        .context("the publisher did not finish")??
-        .map_err(|_| anyhow::anyhow!("the publisher panicked"))??;
+    // Polled rather than joined on a blocking task: a stuck publisher fails the test instead
+    // of holding the runtime's shutdown.
+    wait_until(Duration::from_secs(300), "the publisher to finish", || async {
+        Ok(publisher.is_finished().then_some(()))
+    })
+    .await?;
+    publisher.join().map_err(|_| anyhow::anyhow!("the publisher panicked"))??;
     assert_eq!(progress.confirmed.load(Ordering::SeqCst), MESSAGES, "the broker confirmed every message");
     let outcome = wait_until(Duration::from_secs(120), "every message recorded", || async {
         Ok((rows(&db).await? >= MESSAGES as u64).then_some(()))
