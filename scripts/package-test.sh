@@ -7,7 +7,7 @@
 #   upgrade to a newer build (the admin's /etc/aos edits and the database must be untouched)
 #   -> remove (everything kept) -> purge (conffiles and logs gone; data, admin files and the
 #   aos user kept, as documented).
-# Everything it installs or creates (packages, database and its user, broker queues, the aos
+# Everything it installs or creates (packages, database and its user, a RabbitMQ vhost, the aos
 # user when it did not exist, files under /etc/aos, /var/lib/aos, /var/log/aos) is removed
 # at exit, success or not; the build tools it installs (debhelper, lintian) stay.
 #
@@ -25,8 +25,9 @@ PACKAGES=(aos-cloud-manager aos-cloud-manager-api aos-cloud-manager-listener aos
     aos-cloud-manager-worker aos-cloud-manager-agent)
 UNITS=(aos-cloud-manager-api aos-cloud-manager-listener aos-cloud-manager-beat aos-cloud-manager-worker
     aos-cloud-manager-agent)
-# The daemon started from its unit: the worker becomes ready with MariaDB and RabbitMQ alone.
-ROLE=worker
+# The daemon started from its unit: the listener becomes ready with MariaDB and RabbitMQ alone
+# (the beat and the worker also wait for Keystone).
+ROLE=listener
 STATE_FILE=/var/tmp/aos-pkgtest.state # what a run created, for the next run if this one was killed
 
 START=$SECONDS
@@ -80,7 +81,7 @@ purge_packages() {
 }
 cleanup_state() { # undoes what STATE_FILE records
     [[ -f $STATE_FILE ]] || return 0
-    local db='' db_user='' queue_prefix='' created_user='' daemon_pid=''
+    local db='' db_user='' vhost='' created_user='' daemon_pid=''
     # shellcheck disable=SC1090
     source "$STATE_FILE"
     if [[ -n $daemon_pid ]] && kill -0 "$daemon_pid" 2>/dev/null; then
@@ -91,11 +92,7 @@ cleanup_state() { # undoes what STATE_FILE records
     purge_packages
     if [[ -n $db ]]; then mysql_root -e "DROP DATABASE IF EXISTS \`$db\`" || true; fi
     if [[ -n $db_user ]]; then mysql_root -e "DROP USER IF EXISTS '$db_user'@'127.0.0.1'" || true; fi
-    if [[ -n $queue_prefix ]] && command -v rabbitmqctl >/dev/null; then
-        for queue in $(rabbitmqctl_q list_queues name | grep -F "$queue_prefix" || true); do
-            rabbitmqctl_q delete_queue "$queue" >/dev/null || true
-        done
-    fi
+    if [[ -n $vhost ]]; then rabbitmqctl_q delete_vhost "$vhost" >/dev/null || true; fi
     rm -rf /etc/aos /var/log/aos /var/lib/aos
     if [[ $created_user == 1 ]]; then
         if getent passwd aos >/dev/null; then deluser --quiet --system aos >/dev/null 2>&1 || userdel aos; fi
@@ -133,12 +130,12 @@ suffix=$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')
 DB=aos_pkgtest_$suffix
 DB_USER=aos_pkgtest_$suffix
 DB_PASSWORD=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
-QUEUE_PREFIX=aos-pkgtest-$suffix
+VHOST=aos-pkgtest-$suffix # its queues and exchanges go with it at the end
 CREATED_USER=0
 getent passwd aos >/dev/null || CREATED_USER=1
 record_state() {
-    printf 'db=%q\ndb_user=%q\nqueue_prefix=%q\ncreated_user=%q\ndaemon_pid=%q\n' \
-        "$DB" "$DB_USER" "$QUEUE_PREFIX" "$CREATED_USER" "${DAEMON_PID:-}" >"$STATE_FILE"
+    printf 'db=%q\ndb_user=%q\nvhost=%q\ncreated_user=%q\ndaemon_pid=%q\n' \
+        "$DB" "$DB_USER" "$VHOST" "$CREATED_USER" "${DAEMON_PID:-}" >"$STATE_FILE"
 }
 record_state
 trap cleanup EXIT
@@ -223,10 +220,12 @@ echo "   $version_line"
 check "version matches the package's upstream version" test "$version_line" = "aos-cloud-manager ${UPSTREAM_VERSION%%[-+~]*}"
 
 # --- the admin configures it -------------------------------------------------------------------
-step "admin: database $DB for user $DB_USER, /etc/aos edited, credential key"
+step "admin: database $DB for user $DB_USER, RabbitMQ vhost $VHOST, /etc/aos edited, credential key"
 mysql_root -e "CREATE DATABASE \`$DB\` CHARACTER SET utf8mb4;
     CREATE USER '$DB_USER'@'127.0.0.1' IDENTIFIED BY '$DB_PASSWORD';
     GRANT ALL PRIVILEGES ON \`$DB\`.* TO '$DB_USER'@'127.0.0.1';"
+rabbitmqctl_q add_vhost "$VHOST" >/dev/null
+rabbitmqctl_q set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
 STATUS_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 # set_option FILE SECTION KEY VALUE: in the generated file every option sits commented out
 # under its section header; replace that line (or append under the header).
@@ -244,11 +243,11 @@ set_option() {
 }
 set_option /etc/aos/aos.conf DEFAULT log_dir /var/log/aos/cloud-manager
 set_option /etc/aos/aos.conf DEFAULT host "pkgtest-$suffix"
-set_option /etc/aos/aos.conf DEFAULT transport_url "rabbit://guest:guest@127.0.0.1:5672/"
+set_option /etc/aos/aos.conf DEFAULT transport_url "rabbit://guest:guest@127.0.0.1:5672/$VHOST"
 set_option /etc/aos/cloud_manager.conf database url "mysql+pymysql://$DB_USER:$DB_PASSWORD@127.0.0.1:3306/$DB?charset=utf8"
-set_option /etc/aos/cloud_manager.conf worker logfile worker.log
-set_option /etc/aos/cloud_manager.conf worker status_port "$STATUS_PORT"
-set_option /etc/aos/cloud_manager.conf worker queue_prefix "$QUEUE_PREFIX"
+set_option /etc/aos/cloud_manager.conf "$ROLE" logfile "$ROLE.log"
+set_option /etc/aos/cloud_manager.conf "$ROLE" status_port "$STATUS_PORT"
+set_option /etc/aos/cloud_manager.conf listener nova_rabbit_vhost "$VHOST"
 aos-cloud-manager power-device generate-key | sed 's/^/   /'
 chown aos:aos /etc/aos/power.key
 check "the effective configuration has the admin's values" \
@@ -280,8 +279,12 @@ run_daemon_from_unit() { # starts, waits for /readyz, stops with SIGTERM; $1 = l
     exec_start=$(unit_value "$unit" ExecStart)
     exec_start=${exec_start#[-@:+!]}
     echo "   unit $unit: User=$user ExecStart=$exec_start"
+    # As systemd runs it: User= and its groups, a clean environment, no PAM session (setpriv
+    # execs, so $! is the daemon itself and gets the SIGTERM, as KillMode= would send it).
     # shellcheck disable=SC2086 # ExecStart is a command line: split it as systemd would (no quoting used)
-    (cd / && exec runuser -u "$user" -- $exec_start) >"$OUT/$1.out" 2>&1 &
+    (cd / && exec env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$(getent passwd "$user" | cut -d: -f6)" \
+        USER="$user" LOGNAME="$user" setpriv --reuid="$user" --regid="$user" --init-groups -- $exec_start) \
+        >"$OUT/$1.out" 2>&1 &
     DAEMON_PID=$!
     record_state
     local ready='' deadline=$((SECONDS + 60))
@@ -293,12 +296,12 @@ run_daemon_from_unit() { # starts, waits for /readyz, stops with SIGTERM; $1 = l
     done
     if [[ -z $ready ]]; then
         cat "$OUT/$1.out"
-        tail -20 /var/log/aos/cloud-manager/worker.log 2>/dev/null || true
+        tail -20 /var/log/aos/cloud-manager/$ROLE.log 2>/dev/null || true
         fail "$unit did not become ready on 127.0.0.1:$STATUS_PORT/readyz"
     fi
     echo "   /readyz: $ready"
-    check "$unit runs as $user" test "$(ps -o user= -p "$(pgrep -P "$DAEMON_PID" -n || echo "$DAEMON_PID")" | tr -d ' ')" = "$user"
-    check "$unit logs to /var/log/aos/cloud-manager/worker.log" test -s /var/log/aos/cloud-manager/worker.log
+    check "$unit runs as $user" test "$(ps -o user= -p "$DAEMON_PID" | tr -d ' ')" = "$user"
+    check "$unit logs to /var/log/aos/cloud-manager/$ROLE.log" test -s /var/log/aos/cloud-manager/$ROLE.log
     local stopped_at=$SECONDS
     kill -TERM "$DAEMON_PID"
     local status=0
@@ -330,7 +333,7 @@ check "the admin's /etc/aos files are unchanged" test "$(sha256sum /etc/aos/aos.
 check "no .dpkg-dist/.dpkg-new/.dpkg-old left in /etc/aos" sh -c '! ls /etc/aos | grep -q "\.dpkg-"'
 check "/etc/aos/cloud_manager.conf still root:aos 640" stat_is /etc/aos/cloud_manager.conf "root:aos 640"
 check "/etc/aos/power.key still aos:aos 600" stat_is /etc/aos/power.key "aos:aos 600"
-check "the log file is kept" test -s /var/log/aos/cloud-manager/worker.log
+check "the log file is kept" test -s /var/log/aos/cloud-manager/$ROLE.log
 check "the database is untouched" test "$(db_fingerprint)" = "$db_before"
 check "schema still current (configure as aos)" sh -c "cd / && runuser -u aos -- aos-cloud-manager configure >/dev/null 2>&1"
 step "starting aos-cloud-manager-$ROLE again after the upgrade"
@@ -344,7 +347,7 @@ dpkg --remove "${PACKAGES[@]}" >"$OUT/remove.log" 2>&1 || {
 }
 check "binaries and units removed" sh -c '! test -e /usr/bin/aos-cloud-manager && ! ls /lib/systemd/system/aos-cloud-manager-*.service >/dev/null 2>&1'
 check "the admin's /etc/aos files are kept" test "$(sha256sum /etc/aos/aos.conf /etc/aos/cloud_manager.conf /etc/aos/power.key)" = "$admin_conf_sum"
-check "the logs are kept" test -s /var/log/aos/cloud-manager/worker.log
+check "the logs are kept" test -s /var/log/aos/cloud-manager/$ROLE.log
 check "the aos user is kept" getent passwd aos
 step "dpkg --purge"
 dpkg --purge "${PACKAGES[@]}" 2>&1 | sed 's/^/   /'

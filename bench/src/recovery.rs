@@ -105,6 +105,7 @@ pub fn run(args: RecoveryArgs) -> anyhow::Result<()> {
 
 async fn measure(args: RecoveryArgs) -> anyhow::Result<()> {
     let status = std::process::Command::new(repo().join("scripts/ensure-openstack.sh"))
+        .stdout(to_stderr())
         .status()
         .context("run scripts/ensure-openstack.sh")?;
     anyhow::ensure!(status.success(), "the test cloud is not running and could not be started");
@@ -120,6 +121,7 @@ async fn measure(args: RecoveryArgs) -> anyhow::Result<()> {
         }
         let _ = std::process::Command::new(repo().join("scripts/ensure-bmc-sim.sh"))
             .args(["--down", BMC_INSTANCE])
+            .stdout(to_stderr())
             .status();
     });
 
@@ -471,7 +473,9 @@ async fn watch_back(client: OpenStackClient, ids: Vec<String>, killed: DateTime<
     }
 }
 
-/// Boots `count` servers on the victim and waits until every one is ACTIVE.
+/// Boots `count` servers on the victim and waits until every one is ACTIVE there. A server
+/// that ends in ERROR (a freshly registered compute can be "not heard from" in the scheduler's
+/// view for a few seconds: NoValidHost) is deleted and booted again.
 async fn boot(
     client: &OpenStackClient,
     image_id: &str,
@@ -479,18 +483,22 @@ async fn boot(
     count: usize,
     server_ids: &Arc<Mutex<Vec<String>>>,
 ) -> anyhow::Result<()> {
-    for index in 0..count {
-        let new_server = NewServer {
-            name: unique_name(&format!("aos-bench-recovery-{index}")),
-            image_id: image_id.to_owned(),
-            flavor_id: flavor_id.to_owned(),
-            host: Some(VICTIM.to_owned()),
-            ..NewServer::default()
-        };
-        let started = Instant::now();
-        let id = loop {
+    let started = Instant::now();
+    let mut booted = 0;
+    loop {
+        while server_ids.lock().expect("server ids").len() < count {
+            let new_server = NewServer {
+                name: unique_name(&format!("aos-bench-recovery-{booted}")),
+                image_id: image_id.to_owned(),
+                flavor_id: flavor_id.to_owned(),
+                host: Some(VICTIM.to_owned()),
+                ..NewServer::default()
+            };
             match client.create_server(&new_server).await {
-                Ok(id) => break id,
+                Ok(id) => {
+                    server_ids.lock().expect("server ids").push(id);
+                    booted += 1;
+                }
                 // The host may not be schedulable yet (Placement, the scheduler's host map).
                 Err(error @ OpenStackError::BadRequest { .. }) if started.elapsed() < SETUP_LIMIT => {
                     eprintln!("boot on {VICTIM} refused, retrying: {error}");
@@ -498,23 +506,25 @@ async fn boot(
                 }
                 Err(error) => return Err(error).context("boot a server"),
             }
-        };
-        server_ids.lock().expect("server ids").push(id);
-    }
-    let ids = server_ids.lock().expect("server ids").clone();
-    let started = Instant::now();
-    loop {
-        let servers = client.servers(&ServerFilter { host: Some(VICTIM.to_owned()), all_tenants: true }).await?;
-        let states: BTreeMap<&str, (&str, bool)> =
-            servers.iter().map(|s| (s.id.as_str(), (s.status.as_str(), s.task_state.is_none()))).collect();
-        let active = ids.iter().filter(|id| states.get(id.as_str()) == Some(&("ACTIVE", true))).count();
-        if let Some(failed) = ids.iter().find(|id| states.get(id.as_str()).is_some_and(|(s, _)| *s == "ERROR")) {
-            anyhow::bail!("server {failed} went to ERROR at boot");
         }
+        let ids = server_ids.lock().expect("server ids").clone();
+        let servers = client.servers(&ServerFilter { host: None, all_tenants: true }).await?;
+        let states: BTreeMap<&str, (&str, bool, Option<&str>)> = servers
+            .iter()
+            .map(|s| (s.id.as_str(), (s.status.as_str(), s.task_state.is_none(), s.host.as_deref())))
+            .collect();
+        let active = ids.iter().filter(|id| states.get(id.as_str()) == Some(&("ACTIVE", true, Some(VICTIM)))).count();
         if active == ids.len() {
             return Ok(());
         }
         anyhow::ensure!(started.elapsed() < SETUP_LIMIT, "{active} of {} servers ACTIVE on {VICTIM}", ids.len());
+        let failed: Vec<String> =
+            ids.iter().filter(|id| states.get(id.as_str()).is_some_and(|(s, ..)| *s == "ERROR")).cloned().collect();
+        if !failed.is_empty() {
+            eprintln!("{} server(s) in ERROR at boot on {VICTIM}; booting them again", failed.len());
+            aos_openstack::testing::delete_servers(client, &failed).await;
+            server_ids.lock().expect("server ids").retain(|id| !failed.contains(id));
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
@@ -602,6 +612,7 @@ fn ensure_bmcs() -> anyhow::Result<PathBuf> {
         .env("AOS_BMC_SIM_REDFISH_PORT", REDFISH_PORT.to_string())
         .env("AOS_BMC_SIM_POWER_HOOK", hook)
         .env("AOS_BMC_SIM_PASSWORD", BMC_PASSWORD)
+        .stdout(to_stderr())
         .status()
         .context("run scripts/ensure-bmc-sim.sh")?;
     anyhow::ensure!(status.success(), "the bench's BMC emulators did not start");
@@ -618,6 +629,15 @@ fn ipmi_port(run_dir: &Path, host: &str) -> anyhow::Result<u16> {
         .find(|fields| fields.first() == Some(&host))
         .and_then(|fields| fields.get(2)?.parse().ok())
         .with_context(|| format!("{host} not in the bmc-sim instance {BMC_INSTANCE}"))
+}
+
+/// What the helper scripts print goes to stderr: stdout ends with the headline.
+fn to_stderr() -> std::process::Stdio {
+    use std::os::fd::AsFd as _;
+    match std::io::stderr().as_fd().try_clone_to_owned() {
+        Ok(fd) => fd.into(),
+        Err(_) => std::process::Stdio::null(),
+    }
 }
 
 fn repo() -> PathBuf {

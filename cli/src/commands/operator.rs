@@ -92,7 +92,11 @@ pub async fn evacuate(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn shutdown(db: &aos_db::DatabaseConnection, config: &aos_config::Config, name: &str) -> anyhow::Result<ExitCode> {
+pub async fn shutdown(
+    db: &aos_db::DatabaseConnection,
+    config: &aos_config::Config,
+    name: &str,
+) -> anyhow::Result<ExitCode> {
     let task_id = match operator::request_shutdown(db, name, &actor()).await {
         Ok(task_id) => task_id,
         Err(error) => return refused(error),

@@ -590,7 +590,15 @@ pub static OPTIONS: &[OptionDef] = &[
     ),
     OptionDef::new(AOS, "keystone_authtoken", "username", REQUIRED_TEXT, "aos", "Name of the service user."),
     // [listener]
-    OptionDef::new(CM, "listener", "durability", K::Bool, "True", "Durability of RabbitMQ queue and exchange."),
+    OptionDef::new(
+        CM,
+        "listener",
+        "durability",
+        K::Bool,
+        "True",
+        "Durability of the listener's own RabbitMQ queue. Nova's notification exchange is used as Nova \
+         declared it (created non-durable only when missing; docs/adr/0007-listener.md).",
+    ),
     OptionDef::new(
         CM,
         "listener",

@@ -60,7 +60,11 @@ pub async fn request_evacuation(
 
 /// `node shutdown NAME`: a planned power-off of a running host, its servers evacuated once
 /// Nova sees it down (see [`crate::tracker::RecoverNode::shutdown`]).
-pub async fn request_shutdown(db: &aos_db::DatabaseConnection, name: &str, actor: &str) -> Result<TaskId, OperatorError> {
+pub async fn request_shutdown(
+    db: &aos_db::DatabaseConnection,
+    name: &str,
+    actor: &str,
+) -> Result<TaskId, OperatorError> {
     let node = node_named(db, name).await?;
     if !matches!(node.state, NodeState::Up | NodeState::Maintenance | NodeState::Recovering) {
         return Err(OperatorError::Refused(format!(
@@ -98,8 +102,14 @@ async fn request(
             running.state, running.id
         )));
     }
-    let payload =
-        RecoverNode { node_id: node.id, node: node.name.clone(), down_since: Utc::now(), skip_fence, manual: true, shutdown };
+    let payload = RecoverNode {
+        node_id: node.id,
+        node: node.name.clone(),
+        down_since: Utc::now(),
+        skip_fence,
+        manual: true,
+        shutdown,
+    };
     let new =
         NewTask::new(RECOVER_NODE, serde_json::to_value(&payload).map_err(|e| OperatorError::Refused(e.to_string()))?)
             .node_id(node.id);

@@ -81,7 +81,9 @@ impl Fencer for PowerFencer {
             reason: format!("the power credentials cannot be opened: {error}"),
         })?;
         let action = aos_power::PowerAction::SoftOff;
-        match aos_power::run_node_operation(&self.db, keyring, target.node_id, action, actor, task_id, &self.settings).await {
+        match aos_power::run_node_operation(&self.db, keyring, target.node_id, action, actor, task_id, &self.settings)
+            .await
+        {
             Ok(_) => Ok(()),
             Err(aos_power::NodeOperationError::NoPowerDevice { node, .. }) => Err(FenceError::NoPowerDevice(node)),
             Err(error) => Err(FenceError::Failed { node: target.node.clone(), reason: error.to_string() }),

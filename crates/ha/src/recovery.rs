@@ -561,7 +561,13 @@ impl Recovery {
         Ok(plan)
     }
 
-    async fn shutdown(&self, input: &RecoverNode, node: &node::Model, actor: &str, task_id: &str) -> Result<Value, TaskError> {
+    async fn shutdown(
+        &self,
+        input: &RecoverNode,
+        node: &node::Model,
+        actor: &str,
+        task_id: &str,
+    ) -> Result<Value, TaskError> {
         store::transition(
             &self.db,
             node.id,
@@ -597,7 +603,10 @@ impl Recovery {
         match self.fencer.soft_power_off(&target, actor, Some(task_id)).await {
             Ok(()) => {}
             Err(FenceError::NoPowerDevice(_)) => {
-                return Err(TaskError::fatal(format!("node {} has no power device: it cannot be shut down", node.name)));
+                return Err(TaskError::fatal(format!(
+                    "node {} has no power device: it cannot be shut down",
+                    node.name
+                )));
             }
             Err(error) => return Err(TaskError::retryable(error)),
         }

@@ -161,7 +161,7 @@ async fn restarted_while_notifications_flow(
             broker.transport_url()
         ),
     )?;
-    // Nova runs already: its exchange exists (durable) before the listener starts.
+    // Nova runs already: its exchange exists before the listener starts.
     let connection = aos_bus::connect(&broker.amqp_uri(), "nova (test publisher)").await?;
     declare_novas_exchange(&connection, exchange).await?;
     aos_bus::close(&connection).await;
