@@ -35,8 +35,10 @@ use aos_openstack::{MigrationFilter, MigrationType, NewServer, OpenStackClient, 
 
 use crate::support::BIN;
 
-const HOSTS: [&str; 3] = ["aos-ha-e2e-1", "aos-ha-e2e-2", "aos-ha-e2e-3"];
+const HOSTS: [&str; 4] = ["aos-ha-e2e-1", "aos-ha-e2e-2", "aos-ha-e2e-3", "aos-ha-e2e-4"];
 const VICTIM: &str = "aos-ha-e2e-2";
+/// Powered off and disabled: the victim's reserve host.
+const RESERVE: &str = "aos-ha-e2e-4";
 const SERVERS: usize = 20;
 const IPMI_BASE_PORT: u16 = 9201;
 const REDFISH_PORT: u16 = 9280;
@@ -46,12 +48,15 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// `compute.sh VERB HOST` for our hosts, with room for the 20 servers (4 GiB each).
+/// `compute.sh VERB HOST` for our hosts: the victim and its reserve with room for the 20
+/// servers (4 GiB), the two others nearly full (640 MiB, 128 MiB after Nova's reserve), so the
+/// victim's aggregate cannot hold its servers without the reserve host.
 fn compute(verb: &str, host: &str) {
+    let ram = if host == VICTIM || host == RESERVE { "4096" } else { "640" };
     let output = std::process::Command::new(osenv_dir().join("compute.sh"))
         .args([verb, host])
         .env("OSENV_STATE_DIR", osenv_state_dir())
-        .env("OSENV_FAKE_RAM_MB", "4096")
+        .env("OSENV_FAKE_RAM_MB", ram)
         .output()
         .expect("run openstack-env/compute.sh");
     assert!(output.status.success(), "compute.sh {verb} {host}: {}", String::from_utf8_lossy(&output.stderr));
@@ -69,14 +74,24 @@ fn ensure_bmcs() -> PathBuf {
         ("AOS_BMC_SIM_POWER_HOOK", hook),
         ("AOS_BMC_SIM_PASSWORD", BMC_PASSWORD.to_owned()),
     ];
-    let status = std::process::Command::new(&script)
-        .arg("ha-e2e")
-        .envs(environment.iter().map(|(k, v)| (*k, v.as_str())))
-        .status()
-        .expect("run scripts/ensure-bmc-sim.sh");
-    assert!(status.success(), "the BMC emulators of the HA test did not start");
+    let ensure = || {
+        let status = std::process::Command::new(&script)
+            .arg("ha-e2e")
+            .envs(environment.iter().map(|(k, v)| (*k, v.as_str())))
+            .status()
+            .expect("run scripts/ensure-bmc-sim.sh");
+        assert!(status.success(), "the BMC emulators of the HA test did not start");
+    };
+    ensure();
     let output = std::process::Command::new(&script).args(["--print-run-dir", "ha-e2e"]).output().expect("run dir");
-    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+    let run_dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    // An instance left by an earlier version of this test may serve other hosts: restart it.
+    let table = std::fs::read_to_string(run_dir.join("hosts.tsv")).unwrap_or_default();
+    if HOSTS.iter().any(|host| !table.lines().any(|line| line.split('\t').next() == Some(host))) {
+        let _ = std::process::Command::new(&script).args(["--down", "ha-e2e"]).status();
+        ensure();
+    }
+    run_dir
 }
 
 fn ipmi_port(run_dir: &Path, host: &str) -> u16 {
@@ -141,9 +156,19 @@ async fn ha_end_to_end_on_the_real_cloud_with_real_bmcs() {
     let db = database.connect_migrated().await.expect("migrated database");
     let server_ids: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     let cleanup_ids = Arc::clone(&server_ids);
+    let aggregate_name = unique_name("aos-ha-e2e-aggregate");
+    let cleanup_aggregate = aggregate_name.clone();
     let _cleanup = Cleanup::new(&client, move |client| async move {
         let ids = cleanup_ids.lock().unwrap().clone();
         aos_openstack::testing::delete_servers(&client, &ids).await;
+        if let Ok(aggregates) = client.aggregates().await {
+            for aggregate in aggregates.into_iter().filter(|a| a.name == cleanup_aggregate) {
+                for host in &aggregate.hosts {
+                    let _ = client.aggregate_remove_host(aggregate.id, host).await;
+                }
+                let _ = client.delete_aggregate(aggregate.id).await;
+            }
+        }
         for host in HOSTS {
             // A compute must run for Nova to close its evacuations, then it can be un-forced.
             compute("start", host);
@@ -185,7 +210,7 @@ async fn ha_end_to_end_on_the_real_cloud_with_real_bmcs() {
             hypervisor_id: None,
         })
         .collect();
-    assert_eq!(observed.len(), 3);
+    assert_eq!(observed.len(), 4);
     aos_db::sync_nodes(&db, None, "e2e-test", &observed).await.expect("nodes");
     let key_file = scratch.path().join("power.key");
     aos_power::Keyring::generate_file(&key_file).expect("key");
@@ -229,6 +254,35 @@ async fn ha_end_to_end_on_the_real_cloud_with_real_bmcs() {
         .expect("BMC power on");
         assert_eq!(on.state, aos_power::PowerState::On);
     }
+
+    // --- the victim and its two neighbours in one aggregate; the reserve powered off --------
+    let aggregate = client.create_aggregate(&aggregate_name, None).await.expect("aggregate");
+    for host in &HOSTS[..3] {
+        client.aggregate_add_host(aggregate.id, host).await.expect("aggregate host");
+    }
+    aos_ha::reserve::add(&db, RESERVE, VICTIM, 10, "e2e-test").await.expect("reserve binding");
+    let reserve_service = aos_openstack::testing::compute_service(&client, RESERVE).await.expect("reserve service");
+    client.disable_service(&reserve_service.id, "aos-ha e2e: standby").await.expect("disable the reserve");
+    let reserve_id = aos_db::find_node(&db, RESERVE).await.unwrap().unwrap().id;
+    let power_settings = aos_power::PowerSettings {
+        command_timeout: Duration::from_secs(10),
+        ipmi_retries: 1,
+        ipmi_retry_timeout: Duration::from_secs(2),
+        poll_interval: Duration::from_millis(500),
+        verify_timeout: Duration::from_secs(30),
+    };
+    aos_power::run_node_operation(
+        &db,
+        &keyring,
+        reserve_id,
+        aos_power::PowerAction::Off,
+        "e2e-test",
+        None,
+        &power_settings,
+    )
+    .await
+    .expect("reserve powered off");
+    wait_nova(&client, RESERVE, ServiceState::Down).await;
 
     // --- 20 servers on the victim: priorities 10, 0 (stays), default; two stopped ---------
     let (image_id, flavor_id) = tiny_image_and_nano_flavor(&client).await;
@@ -530,13 +584,34 @@ async fn ha_end_to_end_on_the_real_cloud_with_real_bmcs() {
     assert!(actions[off..].contains(&"on"), "powered on after the fence: {actions:?}");
     let service = aos_openstack::testing::compute_service(&client, VICTIM).await.expect("victim service");
     assert!(!service.forced_down, "forced_down cleared once its compute cleaned up");
+    // Capacity was short in the victim's aggregate: its reserve was powered on through its
+    // BMC, came up in Nova, was enabled and joined the aggregate before the evacuations.
+    assert_eq!(node_state(&db, RESERVE).await, NodeState::Up, "the reserve host is in service");
+    let reserve = aos_openstack::testing::compute_service(&client, RESERVE).await.expect("reserve service");
+    assert_eq!(reserve.status, aos_openstack::ServiceStatus::Enabled);
+    let members = client.aggregates().await.unwrap().into_iter().find(|a| a.id == aggregate.id).unwrap().hosts;
+    assert!(members.iter().any(|host| host == RESERVE), "{members:?}");
+    let reserve_events =
+        std::fs::read_to_string(bmc_run_dir.join("ipmi").join(RESERVE).join("events")).unwrap_or_default();
+    assert!(reserve_events.lines().last().is_some_and(|line| line.ends_with(" on")), "{reserve_events}");
+    let reserve_up = aos_db::node_history(&db, reserve_id, 100)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|event| event.to_state.as_deref() == Some("up") && event.occurred_at >= killed_utc)
+        .map(|event| event.occurred_at)
+        .min()
+        .expect("the reserve came up");
+    assert!(reserve_up <= evacuating || reserve_up <= evacuated_at, "the reserve was up before the evacuation ended");
     let since = |at: chrono::DateTime<chrono::Utc>| (at - killed_utc).num_milliseconds() as f64 / 1000.0;
     eprintln!(
         "HA e2e figures: kill -> down confirmed {:.1}s, -> fenced {:.1}s, -> first evacuation done {:.1}s, \
-         -> all {} servers back (with one controller SIGKILLed) {:.1}s, -> host back in service {:.1}s",
+         -> reserve host in service {:.1}s, -> all {} servers back (with one controller SIGKILLed) {:.1}s, \
+         -> host back in service {:.1}s",
         since(confirmed),
         since(fenced),
         first_evacuation.as_secs_f64(),
+        since(reserve_up),
         SERVERS - 1,
         since(evacuated_at),
         back_in_service.as_secs_f64()

@@ -73,6 +73,8 @@ pub struct HostCapacity {
 pub struct HostAggregate {
     pub id: i64,
     pub name: String,
+    /// Every host of the aggregate.
+    pub hosts: Vec<String>,
 }
 
 /// Why a cloud call failed.
@@ -264,7 +266,7 @@ impl Cloud for OpenStackCloud {
             .await?
             .into_iter()
             .filter(|aggregate| aggregate.hosts.iter().any(|h| h == host))
-            .map(|aggregate| HostAggregate { id: aggregate.id, name: aggregate.name })
+            .map(|aggregate| HostAggregate { id: aggregate.id, name: aggregate.name, hosts: aggregate.hosts })
             .collect())
     }
 

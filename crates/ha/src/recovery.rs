@@ -518,7 +518,7 @@ impl Recovery {
 
     async fn plan(&self, node: &node::Model, actor: &str, task_id: &str) -> Result<EvacuationPlan, TaskError> {
         let servers = self.cloud.servers_on_host(&node.name).await.map_err(cloud_error)?;
-        let capacities = self.cloud.capacities().await.map_err(cloud_error)?;
+        let capacities = self.capacities_for(node).await?;
         let plan = crate::plan::plan(&node.name, &servers, &capacities, self.settings.default_priority);
         let count: usize = plan.groups.iter().map(|group| group.servers.len()).sum();
         let details = serde_json::to_value(&plan).unwrap_or(Value::Null);
@@ -625,6 +625,20 @@ impl Recovery {
         )))
     }
 
+    /// Room for the failed host's servers: on the hosts that share an aggregate with it when
+    /// it is in any (its servers' flavors, availability zone and the operator's grouping point
+    /// there), otherwise on every usable host.
+    async fn capacities_for(&self, node: &node::Model) -> Result<Vec<crate::cloud::HostCapacity>, TaskError> {
+        let capacities = self.cloud.capacities().await.map_err(cloud_error)?;
+        let aggregates = self.cloud.aggregates_of(&node.name).await.map_err(cloud_error)?;
+        if aggregates.is_empty() {
+            return Ok(capacities);
+        }
+        let peers: BTreeSet<&str> =
+            aggregates.iter().flat_map(|aggregate| aggregate.hosts.iter().map(String::as_str)).collect();
+        Ok(capacities.into_iter().filter(|capacity| peers.contains(capacity.host.as_str())).collect())
+    }
+
     /// Brings up the reserve hosts bound to `node` (highest priority first) while the other
     /// hosts cannot hold its servers: power on, wait for its nova-compute within
     /// `timeout_reserv_node_up`, enable it, and add it to the failed host's aggregates.
@@ -641,7 +655,7 @@ impl Recovery {
         }
         let servers = self.cloud.servers_on_host(&node.name).await.map_err(cloud_error)?;
         for reserve in reserves {
-            let capacities = self.cloud.capacities().await.map_err(cloud_error)?;
+            let capacities = self.capacities_for(node).await?;
             let plan = crate::plan::plan(&node.name, &servers, &capacities, self.settings.default_priority);
             if plan.capacity.sufficient() {
                 break;

@@ -388,7 +388,11 @@ impl Cloud for SimCloud {
             .aggregates
             .iter()
             .filter(|(_, (_, hosts))| hosts.contains(host))
-            .map(|(id, (name, _))| HostAggregate { id: *id, name: name.clone() })
+            .map(|(id, (name, hosts))| HostAggregate {
+                id: *id,
+                name: name.clone(),
+                hosts: hosts.iter().cloned().collect(),
+            })
             .collect())
     }
 
