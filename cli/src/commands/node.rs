@@ -144,25 +144,27 @@ async fn show(db: &aos_db::DatabaseConnection, name: &str, limit: u64) -> anyhow
     let rows: Vec<[String; 2]> = fields.into_iter().map(|(key, value)| [key.to_owned(), value]).collect();
     print_table(&["Field", "Value"], &rows);
     out!("");
-    let events: Vec<[String; 5]> = aos_db::node_history(db, node.id, limit)
-        .await?
-        .into_iter()
-        .map(|event| {
-            let transition = match (&event.from_state, &event.to_state) {
-                (Some(from), Some(to)) => format!("{from} -> {to}"),
-                _ => "-".to_owned(),
-            };
-            [
-                event.occurred_at.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
-                event.kind,
-                transition,
-                event.actor,
-                event.reason,
-            ]
-        })
-        .collect();
-    print_table(&["Time (UTC)", "Event", "Transition", "Actor", "Reason"], &events);
+    let events: Vec<[String; 6]> = aos_db::node_history(db, node.id, limit).await?.into_iter().map(event_row).collect();
+    print_table(&EVENT_COLUMNS, &events);
     Ok(ExitCode::SUCCESS)
+}
+
+const EVENT_COLUMNS: [&str; 6] = ["Time (UTC)", "Event", "Transition", "Actor", "Task", "Reason"];
+
+/// One line of a node's timeline.
+fn event_row(event: aos_db::entity::node_event::Model) -> [String; 6] {
+    let transition = match (&event.from_state, &event.to_state) {
+        (Some(from), Some(to)) => format!("{from} -> {to}"),
+        _ => "-".to_owned(),
+    };
+    [
+        event.occurred_at.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+        event.kind,
+        transition,
+        event.actor,
+        event.task_id.map(|id| id.chars().take(8).collect()).unwrap_or_else(|| "-".to_owned()),
+        event.reason,
+    ]
 }
 
 async fn history(db: &aos_db::DatabaseConnection, name: &str, limit: u64) -> anyhow::Result<ExitCode> {
@@ -172,24 +174,8 @@ async fn history(db: &aos_db::DatabaseConnection, name: &str, limit: u64) -> any
     };
     let mut events = aos_db::node_history(db, node.id, limit).await?;
     events.reverse();
-    let rows: Vec<[String; 6]> = events
-        .into_iter()
-        .map(|event| {
-            let transition = match (&event.from_state, &event.to_state) {
-                (Some(from), Some(to)) => format!("{from} -> {to}"),
-                _ => "-".to_owned(),
-            };
-            [
-                event.occurred_at.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
-                event.kind,
-                transition,
-                event.actor,
-                event.task_id.map(|id| id.chars().take(8).collect()).unwrap_or_else(|| "-".to_owned()),
-                event.reason,
-            ]
-        })
-        .collect();
-    print_table(&["Time (UTC)", "Event", "Transition", "Actor", "Task", "Reason"], &rows);
+    let rows: Vec<[String; 6]> = events.into_iter().map(event_row).collect();
+    print_table(&EVENT_COLUMNS, &rows);
     Ok(ExitCode::SUCCESS)
 }
 

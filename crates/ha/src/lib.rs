@@ -9,6 +9,7 @@
 //! - [`machine`], [`verdict`], [`plan`]: the pure rules, unit-tested without I/O.
 
 pub mod cloud;
+pub mod daemon;
 pub mod fence;
 pub mod isolation;
 pub mod machine;

@@ -28,7 +28,7 @@ pub enum OperatorError {
     Cloud(#[from] crate::cloud::CloudError),
 }
 
-async fn node_named(db: &aos_db::DatabaseConnection, name: &str) -> Result<node::Model, OperatorError> {
+pub(crate) async fn node_named(db: &aos_db::DatabaseConnection, name: &str) -> Result<node::Model, OperatorError> {
     node::Entity::find()
         .filter(node::Column::Name.eq(name))
         .one(db)

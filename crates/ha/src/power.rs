@@ -21,18 +21,33 @@ impl PowerFencer {
     }
 }
 
-#[async_trait]
-impl Fencer for PowerFencer {
-    async fn has_power_device(&self, target: &FenceTarget) -> Result<bool, String> {
-        aos_power::has_power_device(&self.db, target.node_id).await.map_err(|error| error.to_string())
-    }
-
-    async fn fence(&self, target: &FenceTarget, actor: &str, task_id: Option<&str>) -> Result<FenceReport, FenceError> {
-        let keyring = self.keyring.as_ref().map_err(|error| FenceError::Failed {
+impl PowerFencer {
+    fn keyring(&self, target: &FenceTarget) -> Result<&aos_power::Keyring, FenceError> {
+        self.keyring.as_ref().map_err(|error| FenceError::Failed {
             node: target.node.clone(),
             reason: format!("the power credentials cannot be opened: {error}"),
-        })?;
-        match aos_power::fence_node(&self.db, keyring, target.node_id, actor, task_id, &self.settings).await {
+        })
+    }
+
+    async fn operate(
+        &self,
+        target: &FenceTarget,
+        action: aos_power::PowerAction,
+        actor: &str,
+        task_id: Option<&str>,
+    ) -> Result<FenceReport, FenceError> {
+        let keyring = self.keyring(target)?;
+        let outcome = match action {
+            // Fencing verifies the power is off (polling to the deadline), whatever the driver.
+            aos_power::PowerAction::Off => {
+                aos_power::fence_node(&self.db, keyring, target.node_id, actor, task_id, &self.settings).await
+            }
+            action => {
+                aos_power::run_node_operation(&self.db, keyring, target.node_id, action, actor, task_id, &self.settings)
+                    .await
+            }
+        };
+        match outcome {
             Ok(report) => Ok(FenceReport {
                 device: if report.outlet.is_empty() {
                     report.device
@@ -42,9 +57,20 @@ impl Fencer for PowerFencer {
                 was_already_off: !report.command_sent,
                 took_ms: report.elapsed_ms,
             }),
-            Err(aos_power::FenceError::NoPowerDevice { node, .. }) => Err(FenceError::NoPowerDevice(node)),
+            Err(aos_power::NodeOperationError::NoPowerDevice { node, .. }) => Err(FenceError::NoPowerDevice(node)),
             Err(error) => Err(FenceError::Failed { node: target.node.clone(), reason: error.to_string() }),
         }
+    }
+}
+
+#[async_trait]
+impl Fencer for PowerFencer {
+    async fn has_power_device(&self, target: &FenceTarget) -> Result<bool, String> {
+        aos_power::has_power_device(&self.db, target.node_id).await.map_err(|error| error.to_string())
+    }
+
+    async fn fence(&self, target: &FenceTarget, actor: &str, task_id: Option<&str>) -> Result<FenceReport, FenceError> {
+        self.operate(target, aos_power::PowerAction::Off, actor, task_id).await
     }
 
     async fn power_on(
@@ -53,40 +79,10 @@ impl Fencer for PowerFencer {
         actor: &str,
         task_id: Option<&str>,
     ) -> Result<FenceReport, FenceError> {
-        let keyring = self.keyring.as_ref().map_err(|error| FenceError::Failed {
-            node: target.node.clone(),
-            reason: format!("the power credentials cannot be opened: {error}"),
-        })?;
-        let action = aos_power::PowerAction::On;
-        match aos_power::run_node_operation(&self.db, keyring, target.node_id, action, actor, task_id, &self.settings)
-            .await
-        {
-            Ok(report) => Ok(FenceReport {
-                device: if report.outlet.is_empty() {
-                    report.device
-                } else {
-                    format!("{} outlet {}", report.device, report.outlet)
-                },
-                was_already_off: !report.command_sent,
-                took_ms: report.elapsed_ms,
-            }),
-            Err(aos_power::NodeOperationError::NoPowerDevice { node, .. }) => Err(FenceError::NoPowerDevice(node)),
-            Err(error) => Err(FenceError::Failed { node: target.node.clone(), reason: error.to_string() }),
-        }
+        self.operate(target, aos_power::PowerAction::On, actor, task_id).await
     }
 
     async fn soft_power_off(&self, target: &FenceTarget, actor: &str, task_id: Option<&str>) -> Result<(), FenceError> {
-        let keyring = self.keyring.as_ref().map_err(|error| FenceError::Failed {
-            node: target.node.clone(),
-            reason: format!("the power credentials cannot be opened: {error}"),
-        })?;
-        let action = aos_power::PowerAction::SoftOff;
-        match aos_power::run_node_operation(&self.db, keyring, target.node_id, action, actor, task_id, &self.settings)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(aos_power::NodeOperationError::NoPowerDevice { node, .. }) => Err(FenceError::NoPowerDevice(node)),
-            Err(error) => Err(FenceError::Failed { node: target.node.clone(), reason: error.to_string() }),
-        }
+        self.operate(target, aos_power::PowerAction::SoftOff, actor, task_id).await.map(|_| ())
     }
 }

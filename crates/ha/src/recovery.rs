@@ -247,29 +247,18 @@ impl Recovery {
                 node.name,
                 names.join(", ")
             );
-            store::transition(
-                &self.db,
+            self.fail_to(
                 node.id,
-                &[NodeState::Evacuating],
+                NodeState::Evacuating,
                 NodeState::EvacuationFailed,
+                ("evacuation_failed", "critical"),
+                &message,
                 &actor,
-                &message,
-                Some(&task_id),
-                json!({ "failed": failed }),
-            )
-            .await
-            .map_err(retryable)?;
-            store::raise_alarm(
-                &self.db,
-                "evacuation_failed",
-                "critical",
-                Some(node.id),
-                &message,
+                &task_id,
                 summary.clone(),
                 input.down_since,
             )
-            .await
-            .map_err(retryable)?;
+            .await?;
             Err(TaskError::Fatal(message))
         }
     }
@@ -469,29 +458,18 @@ impl Recovery {
                      off: `aos-cloud-manager node evacuate {} --skip-fence`",
                     target.node
                 );
-                store::transition(
-                    &self.db,
+                self.fail_to(
                     target.node_id,
-                    &[NodeState::Fencing],
+                    NodeState::Fencing,
                     NodeState::FenceFailed,
+                    ("fence_failed", "critical"),
+                    &message,
                     actor,
-                    &message,
-                    Some(task_id),
-                    Value::Null,
-                )
-                .await
-                .map_err(retryable)?;
-                store::raise_alarm(
-                    &self.db,
-                    "fence_failed",
-                    "critical",
-                    Some(target.node_id),
-                    &message,
+                    task_id,
                     Value::Null,
                     input.down_since,
                 )
-                .await
-                .map_err(retryable)?;
+                .await?;
                 Err(TaskError::Fatal(message))
             }
         }
@@ -729,21 +707,18 @@ impl Recovery {
         task_id: &str,
     ) -> Result<(), TaskError> {
         let message = format!("reserve host {} could not be brought up for {}: {reason}", reserve.name, node.name);
-        store::transition(
-            &self.db,
+        self.fail_to(
             reserve.id,
-            &[NodeState::ReserveBooting],
+            NodeState::ReserveBooting,
             NodeState::Reserve,
-            actor,
+            ("reserve_failed", "warning"),
             &message,
-            Some(task_id),
+            actor,
+            task_id,
             Value::Null,
+            Utc::now(),
         )
-        .await
-        .map_err(retryable)?;
-        store::raise_alarm(&self.db, "reserve_failed", "warning", Some(reserve.id), &message, Value::Null, Utc::now())
-            .await
-            .map_err(retryable)?;
+        .await?;
         Ok(())
     }
 
@@ -809,29 +784,18 @@ impl Recovery {
             }
             Some(reason) => {
                 let message = format!("{} was not returned to service: {reason}; it stays forced down", node.name);
-                store::transition(
-                    &self.db,
+                self.fail_to(
                     node.id,
-                    &[NodeState::PowerCycling],
+                    NodeState::PowerCycling,
                     NodeState::Evacuated,
+                    ("host_restart_failed", "warning"),
+                    &message,
                     actor,
-                    &message,
-                    Some(task_id),
-                    Value::Null,
-                )
-                .await
-                .map_err(retryable)?;
-                store::raise_alarm(
-                    &self.db,
-                    "host_restart_failed",
-                    "warning",
-                    Some(node.id),
-                    &message,
+                    task_id,
                     Value::Null,
                     Utc::now(),
                 )
-                .await
-                .map_err(retryable)?;
+                .await?;
                 Ok(json!({ "restarted": false, "reason": reason }))
             }
         }
@@ -995,6 +959,29 @@ impl Recovery {
             );
         }
         outcomes.into_values().collect()
+    }
+
+    /// A step that ends badly: the conditional transition, then an alarm naming why.
+    #[allow(clippy::too_many_arguments)]
+    async fn fail_to(
+        &self,
+        node_id: i64,
+        from: NodeState,
+        to: NodeState,
+        alarm: (&str, &str),
+        message: &str,
+        actor: &str,
+        task_id: &str,
+        details: Value,
+        since: chrono::DateTime<Utc>,
+    ) -> Result<(), TaskError> {
+        store::transition(&self.db, node_id, &[from], to, actor, message, Some(task_id), details.clone())
+            .await
+            .map_err(retryable)?;
+        store::raise_alarm(&self.db, alarm.0, alarm.1, Some(node_id), message, details, since)
+            .await
+            .map_err(retryable)?;
+        Ok(())
     }
 
     async fn event(

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use aos_db::entity::{NodeState, node, reserve_binding};
 
-use crate::operator::OperatorError;
+use crate::operator::{OperatorError, node_named};
 use crate::store;
 
 /// The reserve hosts bound to `main_node_id` that are on standby now, highest priority first.
@@ -31,14 +31,6 @@ pub async fn reserves_of(
         }
     }
     Ok(reserves)
-}
-
-async fn node_named(db: &aos_db::DatabaseConnection, name: &str) -> Result<node::Model, OperatorError> {
-    node::Entity::find()
-        .filter(node::Column::Name.eq(name))
-        .one(db)
-        .await?
-        .ok_or_else(|| OperatorError::UnknownNode(name.to_owned()))
 }
 
 /// `reserve add RESERVE --for MAIN [--priority P]`: `RESERVE` becomes a standby host (state

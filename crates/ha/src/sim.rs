@@ -288,6 +288,16 @@ fn settle(state: &mut State) {
     }
 }
 
+/// The host whose nova-compute service has this id.
+fn host_of_service(state: &State, service_id: &str) -> Result<String, CloudError> {
+    state
+        .hosts
+        .iter()
+        .find(|(_, host)| host.service_id == service_id)
+        .map(|(name, _)| name.clone())
+        .ok_or_else(|| CloudError::NotFound(format!("compute service {service_id}")))
+}
+
 fn view(id: &str, server: &SimServer) -> CloudServer {
     CloudServer {
         id: id.to_owned(),
@@ -343,40 +353,30 @@ impl Cloud for SimCloud {
     async fn set_forced_down(&self, service_id: &str, forced_down: bool) -> Result<(), CloudError> {
         self.call("set_forced_down").await;
         let mut state = self.lock();
-        let host = state
-            .hosts
-            .values()
-            .find(|host| host.service_id == service_id)
-            .ok_or_else(|| CloudError::NotFound(format!("compute service {service_id}")))?;
+        let name = host_of_service(&state, service_id)?;
         // Nova refuses to clear forced_down while evacuations away from the host are not
         // cleaned up, which only its nova-compute does when it runs again.
-        if !forced_down && !host.running {
-            let name = state.hosts.iter().find(|(_, h)| h.service_id == service_id).map(|(n, _)| n.clone());
-            if let Some(name) = name
-                && state.migrations.iter().any(|migration| migration.source == name)
-            {
-                return Err(CloudError::Conflict(format!(
-                    "evacuations from {name} are not cleaned up: its nova-compute must run first"
-                )));
-            }
+        if !forced_down
+            && !state.hosts[&name].running
+            && state.migrations.iter().any(|migration| migration.source == name)
+        {
+            return Err(CloudError::Conflict(format!(
+                "evacuations from {name} are not cleaned up: its nova-compute must run first"
+            )));
         }
-        let host = state
-            .hosts
-            .values_mut()
-            .find(|host| host.service_id == service_id)
-            .ok_or_else(|| CloudError::NotFound(format!("compute service {service_id}")))?;
-        host.forced_down = forced_down;
+        if let Some(host) = state.hosts.get_mut(&name) {
+            host.forced_down = forced_down;
+        }
         Ok(())
     }
 
     async fn set_service_enabled(&self, service_id: &str, enabled: bool, _reason: &str) -> Result<(), CloudError> {
         self.call("set_service_enabled").await;
         let mut state = self.lock();
-        let host = state
-            .hosts
-            .values_mut()
-            .find(|host| host.service_id == service_id)
-            .ok_or_else(|| CloudError::NotFound(format!("compute service {service_id}")))?;
+        let name = host_of_service(&state, service_id)?;
+        let Some(host) = state.hosts.get_mut(&name) else {
+            return Err(CloudError::NotFound(format!("compute service {service_id}")));
+        };
         host.enabled = enabled;
         Ok(())
     }

@@ -219,23 +219,8 @@ pub async fn run_once(
 }
 
 async fn connect_openstack(context: DaemonContext, cell: Arc<tokio::sync::OnceCell<aos_openstack::OpenStackClient>>) {
-    const CHECK: &str = "openstack";
-    context.readiness.set(CHECK, CheckState::Pending);
-    let settings = aos_openstack::AuthSettings::from(&context.config.keystone_authtoken);
-    let mut backoff = aos_bus::Backoff::default();
-    loop {
-        match aos_openstack::OpenStackClient::connect(settings.clone()).await {
-            Ok(client) => {
-                context.readiness.set(CHECK, CheckState::Ok);
-                let _ = cell.set(client);
-                return;
-            }
-            Err(error) => context.readiness.set(CHECK, CheckState::Failing(error.to_string())),
-        }
-        tokio::select! {
-            _ = context.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
-        }
+    if let Some(client) = aos_ha::daemon::connect_openstack(&context).await {
+        let _ = cell.set(client);
     }
 }
 

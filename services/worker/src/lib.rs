@@ -90,24 +90,9 @@ pub fn runner_settings(config: &aos_config::Config) -> RunnerSettings {
     }
 }
 
-/// Connects to Keystone (and finds Nova) with backoff, then hands the client to the tasks.
+/// Connects to OpenStack in the background, then hands the client to the tasks.
 async fn connect_openstack(context: DaemonContext, cloud: aos_ha::LazyCloud) {
-    const CHECK: &str = "openstack";
-    context.readiness.set(CHECK, CheckState::Pending);
-    let settings = aos_openstack::AuthSettings::from(&context.config.keystone_authtoken);
-    let mut backoff = aos_bus::Backoff::default();
-    loop {
-        match aos_openstack::OpenStackClient::connect(settings.clone()).await {
-            Ok(client) => {
-                context.readiness.set(CHECK, CheckState::Ok);
-                cloud.set(Arc::new(aos_ha::OpenStackCloud::new(client)));
-                return;
-            }
-            Err(error) => context.readiness.set(CHECK, CheckState::Failing(error.to_string())),
-        }
-        tokio::select! {
-            _ = context.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
-        }
+    if let Some(client) = aos_ha::daemon::connect_openstack(&context).await {
+        cloud.set(Arc::new(aos_ha::OpenStackCloud::new(client)));
     }
 }
