@@ -139,6 +139,20 @@ pub trait Cloud: Send + Sync + 'static {
     async fn add_to_aggregate(&self, aggregate_id: i64, host: &str) -> Result<(), CloudError>;
 }
 
+/// Room for the servers of a failed `host`: on the hosts that share an aggregate with it when it
+/// is in any (its servers' flavors, availability zone and the operator's grouping point there),
+/// otherwise on every usable host.
+pub async fn capacities_near(cloud: &dyn Cloud, host: &str) -> Result<Vec<HostCapacity>, CloudError> {
+    let capacities = cloud.capacities().await?;
+    let aggregates = cloud.aggregates_of(host).await?;
+    if aggregates.is_empty() {
+        return Ok(capacities);
+    }
+    let peers: std::collections::BTreeSet<&str> =
+        aggregates.iter().flat_map(|aggregate| aggregate.hosts.iter().map(String::as_str)).collect();
+    Ok(capacities.into_iter().filter(|capacity| peers.contains(capacity.host.as_str())).collect())
+}
+
 /// [`Cloud`] over the real Nova and Placement.
 pub struct OpenStackCloud {
     client: OpenStackClient,

@@ -148,7 +148,7 @@ pub async fn dry_run(
 ) -> Result<EvacuationPlan, OperatorError> {
     let node = node_named(db, name).await?;
     let servers = cloud.servers_on_host(&node.name).await?;
-    let capacities = cloud.capacities().await?;
+    let capacities = crate::cloud::capacities_near(cloud, &node.name).await?;
     Ok(crate::plan::plan(&node.name, &servers, &capacities, default_priority))
 }
 

@@ -603,18 +603,8 @@ impl Recovery {
         )))
     }
 
-    /// Room for the failed host's servers: on the hosts that share an aggregate with it when
-    /// it is in any (its servers' flavors, availability zone and the operator's grouping point
-    /// there), otherwise on every usable host.
     async fn capacities_for(&self, node: &node::Model) -> Result<Vec<crate::cloud::HostCapacity>, TaskError> {
-        let capacities = self.cloud.capacities().await.map_err(cloud_error)?;
-        let aggregates = self.cloud.aggregates_of(&node.name).await.map_err(cloud_error)?;
-        if aggregates.is_empty() {
-            return Ok(capacities);
-        }
-        let peers: BTreeSet<&str> =
-            aggregates.iter().flat_map(|aggregate| aggregate.hosts.iter().map(String::as_str)).collect();
-        Ok(capacities.into_iter().filter(|capacity| peers.contains(capacity.host.as_str())).collect())
+        crate::cloud::capacities_near(self.cloud.as_ref(), &node.name).await.map_err(cloud_error)
     }
 
     /// Brings up the reserve hosts bound to `node` (highest priority first) while the other
