@@ -35,7 +35,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use aos_db::ObservedComputeHost;
 use aos_db::entity::{NodeState, TaskStepState};
 use aos_db::testing::TestDatabase;
 use aos_ha::{OpenStackCloud, TrackerRules, tracker_round};
@@ -52,7 +51,7 @@ const IPMI_BASE_PORT: u16 = 9301;
 const REDFISH_PORT: u16 = 9380;
 const BMC_PASSWORD: &str = "Bmc-s1m-S3cret";
 /// RAM of our fake hypervisors: room for the servers, below the 16 GiB of the shared `fake-N`.
-const FAKE_RAM_MB: &str = "4096";
+const FAKE_RAM_MB: u32 = 4096;
 /// The broker of the job queue (the tests' RabbitMQ), and the prefix of the bench's queues.
 const AMQP_URL_ENV: &str = "AOS_TEST_AMQP_URL";
 const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2F";
@@ -191,22 +190,19 @@ async fn ours_with(
     scratch: &Path,
 ) -> anyhow::Result<Figures> {
     // The nodes, as the beat's node sync records them, each bound to its BMC (powered on).
-    let observed: Vec<ObservedComputeHost> = client
-        .compute_services()
-        .await?
-        .into_iter()
-        .filter(|service| HOSTS.contains(&service.host.as_str()))
-        .map(|service| ObservedComputeHost {
-            host: service.host.clone(),
-            service_id: Some(service.id.clone()),
-            status: "enabled".into(),
-            state: "up".into(),
-            forced_down: false,
-            hypervisor_id: None,
-        })
-        .collect();
-    anyhow::ensure!(observed.len() == HOSTS.len(), "Nova lists {} of our {} hosts", observed.len(), HOSTS.len());
-    aos_db::sync_nodes(db, None, "bench", &observed).await?;
+    let synced = aos_ha::cloud::sync_nodes_from(
+        db,
+        &aos_ha::OpenStackCloud::new(client.clone()),
+        |host| HOSTS.contains(&host),
+        "bench",
+    )
+    .await?;
+    anyhow::ensure!(
+        synced.added.len() == HOSTS.len(),
+        "Nova lists {} of our {} hosts",
+        synced.added.len(),
+        HOSTS.len()
+    );
     let key_file = scratch.join("power.key");
     aos_power::Keyring::generate_file(&key_file)?;
     let keyring = aos_power::Keyring::load(&key_file)?;
@@ -571,19 +567,7 @@ async fn restore_hosts(client: &OpenStackClient, server_ids: &[String]) {
 
 /// `compute.sh VERB HOST` for our hosts, with room for the servers.
 fn compute(verb: &str, host: &str) -> anyhow::Result<String> {
-    let output = std::process::Command::new(osenv_dir().join("compute.sh"))
-        .args([verb, host])
-        .env("OSENV_STATE_DIR", osenv_state_dir())
-        .env("OSENV_FAKE_RAM_MB", FAKE_RAM_MB)
-        .output()
-        .context("run openstack-env/compute.sh")?;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    anyhow::ensure!(
-        output.status.success(),
-        "compute.sh {verb} {host}: {stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(stdout)
+    aos_openstack::testing::compute_sh_with_ram(verb, host, FAKE_RAM_MB).map_err(anyhow::Error::msg)
 }
 
 /// Kills the host's compute; returns the instant `compute.sh` sent the SIGKILL (it prints

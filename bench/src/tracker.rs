@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use aos_db::entity::{NodeState, alarm, node, node_event, task};
 use aos_db::testing::TestDatabase;
-use aos_db::{DatabaseConnection, ObservedComputeHost, db_time};
+use aos_db::{DatabaseConnection, db_time};
 use aos_ha::sim::{SimCloud, SimSettings};
 use aos_ha::{Cloud as _, TrackerRules, tracker_round};
 use chrono::Utc;
@@ -290,21 +290,8 @@ async fn measure(db: &DatabaseConnection, args: &TrackerArgs) -> anyhow::Result<
     for index in 0..args.servers {
         sim.add_server(&format!("server-{index}"), &hosts[index % hosts.len()], None, false);
     }
-    let observed: Vec<ObservedComputeHost> = sim
-        .compute_hosts()
-        .await?
-        .into_iter()
-        .map(|host| ObservedComputeHost {
-            host: host.host,
-            service_id: Some(host.service_id),
-            status: "enabled".to_owned(),
-            state: "up".to_owned(),
-            forced_down: false,
-            hypervisor_id: None,
-        })
-        .collect();
     let synced = Instant::now();
-    aos_db::sync_nodes(db, None, "bench@tracker", &observed).await?;
+    aos_ha::cloud::sync_nodes_from(db, &sim, |_| true, "bench@tracker").await?;
     let sync_took = synced.elapsed();
     let (_, rss_after_setup) = memory();
     println!(

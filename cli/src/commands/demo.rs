@@ -25,12 +25,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use aos_config::DatabaseUrl;
+use aos_db::DatabaseConnection;
 use aos_db::entity::{NodeState, TaskState, node_event};
-use aos_db::{DatabaseConnection, ObservedComputeHost};
 use aos_ha::isolation::IsolationSettings;
 use aos_ha::plan::EvacuationPlan;
 use aos_ha::sim::{SimCloud, SimSettings};
-use aos_ha::{Cloud as _, Recovery, RecoverySettings, TrackerRules};
+use aos_ha::{Recovery, RecoverySettings, TrackerRules};
 use aos_jobs::{JobQueue, JobRunner, RunnerSettings, TaskId};
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
@@ -302,20 +302,7 @@ async fn demo(args: &DemoArgs, loop_time: Duration) -> anyhow::Result<()> {
     let migrated = aos_db::migrate_to(&db, None).await?;
 
     let (sim, layout) = build_cloud(args);
-    let observed: Vec<ObservedComputeHost> = sim
-        .compute_hosts()
-        .await?
-        .into_iter()
-        .map(|host| ObservedComputeHost {
-            host: host.host,
-            service_id: Some(host.service_id),
-            status: if host.enabled { "enabled" } else { "disabled" }.to_owned(),
-            state: if host.up { "up" } else { "down" }.to_owned(),
-            forced_down: host.forced_down,
-            hypervisor_id: None,
-        })
-        .collect();
-    aos_db::sync_nodes(&db, None, "demo", &observed).await?;
+    aos_ha::cloud::sync_nodes_from(&db, sim.as_ref(), |_| true, "demo").await?;
     let rules = TrackerRules {
         mutex: MUTEX,
         mutex_up: MUTEX_UP,

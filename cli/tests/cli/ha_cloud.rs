@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aos_db::ObservedComputeHost;
 use aos_db::entity::NodeState;
 use aos_db::testing::TestDatabase;
 use aos_ha::{OpenStackCloud, TrackerRules, tracker_round};
@@ -52,14 +51,10 @@ fn repo() -> PathBuf {
 /// servers (4 GiB), the two others nearly full (640 MiB, 128 MiB after Nova's reserve), so the
 /// victim's aggregate cannot hold its servers without the reserve host.
 fn compute(verb: &str, host: &str) {
-    let ram = if host == VICTIM || host == RESERVE { "4096" } else { "640" };
-    let output = std::process::Command::new(osenv_dir().join("compute.sh"))
-        .args([verb, host])
-        .env("OSENV_STATE_DIR", osenv_state_dir())
-        .env("OSENV_FAKE_RAM_MB", ram)
-        .output()
-        .expect("run openstack-env/compute.sh");
-    assert!(output.status.success(), "compute.sh {verb} {host}: {}", String::from_utf8_lossy(&output.stderr));
+    let ram = if host == VICTIM || host == RESERVE { 4096 } else { 640 };
+    if let Err(error) = aos_openstack::testing::compute_sh_with_ram(verb, host, ram) {
+        panic!("{error}");
+    }
 }
 
 /// The BMC emulators of our hosts, linked to the cloud: powering one off kills its compute.
@@ -195,23 +190,15 @@ async fn ha_end_to_end_on_the_real_cloud_with_real_bmcs() {
         aos_openstack::testing::start_own_compute(&client, host).await;
     }
     let bmc_run_dir = ensure_bmcs();
-    let observed: Vec<ObservedComputeHost> = client
-        .compute_services()
-        .await
-        .expect("services")
-        .into_iter()
-        .filter(|service| HOSTS.contains(&service.host.as_str()))
-        .map(|service| ObservedComputeHost {
-            host: service.host.clone(),
-            service_id: Some(service.id.clone()),
-            status: "enabled".into(),
-            state: "up".into(),
-            forced_down: false,
-            hypervisor_id: None,
-        })
-        .collect();
-    assert_eq!(observed.len(), 4);
-    aos_db::sync_nodes(&db, None, "e2e-test", &observed).await.expect("nodes");
+    let added = aos_ha::cloud::sync_nodes_from(
+        &db,
+        &OpenStackCloud::new(client.clone()),
+        |host| HOSTS.contains(&host),
+        "e2e-test",
+    )
+    .await
+    .expect("nodes");
+    assert_eq!(added.added.len(), HOSTS.len(), "{added:?}");
     let key_file = scratch.path().join("power.key");
     aos_power::Keyring::generate_file(&key_file).expect("key");
     let keyring = aos_power::Keyring::load(&key_file).expect("keyring");

@@ -20,14 +20,7 @@ async fn fixture_with_prefix(backend: Backend, prefix: &str) -> Fixture {
     let db = fixture.database.connect().await.expect("connect");
     let observed: Vec<aos_db::ObservedComputeHost> = ["cmp-1", "cmp-2", "cmp-3"]
         .iter()
-        .map(|host| aos_db::ObservedComputeHost {
-            host: host.to_string(),
-            service_id: Some(format!("svc-{host}")),
-            status: "enabled".into(),
-            state: "up".into(),
-            forced_down: false,
-            hypervisor_id: None,
-        })
+        .map(|host| aos_db::ObservedComputeHost::up_and_enabled(*host, Some(format!("svc-{host}"))))
         .collect();
     aos_db::sync_nodes(&db, None, "test", &observed).await.expect("nodes");
     db.close().await.ok();

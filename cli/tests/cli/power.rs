@@ -55,14 +55,7 @@ async fn power_fixture(backend: Backend) -> (Fixture, tempfile::TempDir) {
 /// Adds `host` as a node the way node sync does.
 async fn add_node(fixture: &Fixture, host: &str) {
     let db = fixture.database.connect().await.expect("connect");
-    let observed = aos_db::ObservedComputeHost {
-        host: host.to_owned(),
-        service_id: None,
-        status: "enabled".into(),
-        state: "up".into(),
-        forced_down: false,
-        hypervisor_id: None,
-    };
+    let observed = aos_db::ObservedComputeHost::up_and_enabled(host, None);
     aos_db::sync_nodes(&db, None, "test", &[observed]).await.expect("sync a node");
     db.close().await.expect("close");
 }

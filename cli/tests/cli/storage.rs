@@ -8,17 +8,8 @@ use crate::support::{Backend, Fixture, on_both_backends};
 /// Adds compute nodes as node sync would (the storage commands refer to nodes by name).
 async fn add_nodes(fixture: &Fixture, names: &[&str]) {
     let db = fixture.database.connect().await.expect("connect to the test database");
-    let observed: Vec<ObservedComputeHost> = names
-        .iter()
-        .map(|name| ObservedComputeHost {
-            host: (*name).to_owned(),
-            service_id: None,
-            status: "enabled".into(),
-            state: "up".into(),
-            forced_down: false,
-            hypervisor_id: None,
-        })
-        .collect();
+    let observed: Vec<ObservedComputeHost> =
+        names.iter().map(|name| ObservedComputeHost::up_and_enabled(*name, None)).collect();
     aos_db::sync_nodes(&db, None, "test", &observed).await.expect("add nodes");
     db.close().await.expect("close the test connection");
 }

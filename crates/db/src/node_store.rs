@@ -65,6 +65,20 @@ pub struct ObservedComputeHost {
     pub hypervisor_id: Option<String>,
 }
 
+impl ObservedComputeHost {
+    /// A host Nova reports up and enabled, not forced down (fixtures, tools).
+    pub fn up_and_enabled(host: impl Into<String>, service_id: Option<String>) -> Self {
+        ObservedComputeHost {
+            host: host.into(),
+            service_id,
+            status: "enabled".into(),
+            state: "up".into(),
+            forced_down: false,
+            hypervisor_id: None,
+        }
+    }
+}
+
 /// What one sync changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeSyncReport {

@@ -153,6 +153,33 @@ pub async fn capacities_near(cloud: &dyn Cloud, host: &str) -> Result<Vec<HostCa
     Ok(capacities.into_iter().filter(|capacity| peers.contains(capacity.host.as_str())).collect())
 }
 
+impl From<HostObservation> for aos_db::ObservedComputeHost {
+    fn from(host: HostObservation) -> Self {
+        aos_db::ObservedComputeHost {
+            host: host.host,
+            service_id: Some(host.service_id),
+            status: if host.enabled { "enabled" } else { "disabled" }.to_owned(),
+            state: if host.up { "up" } else { "down" }.to_owned(),
+            forced_down: host.forced_down,
+            hypervisor_id: None,
+        }
+    }
+}
+
+/// Mirrors the cloud's compute hosts that `keep` accepts into `nodes` (aos_db::sync_nodes,
+/// without a lease): the simulated cloud of the demo and the benchmarks, and tests that watch
+/// only hosts of their own on the shared test cloud.
+pub async fn sync_nodes_from(
+    db: &aos_db::DatabaseConnection,
+    cloud: &dyn Cloud,
+    keep: impl Fn(&str) -> bool,
+    actor: &str,
+) -> anyhow::Result<aos_db::NodeSyncReport> {
+    let observed: Vec<aos_db::ObservedComputeHost> =
+        cloud.compute_hosts().await?.into_iter().filter(|host| keep(&host.host)).map(Into::into).collect();
+    Ok(aos_db::sync_nodes(db, None, actor, &observed).await?)
+}
+
 /// [`Cloud`] over the real Nova and Placement.
 pub struct OpenStackCloud {
     client: OpenStackClient,

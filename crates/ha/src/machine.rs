@@ -175,6 +175,19 @@ impl Hold {
     }
 }
 
+/// States of a node that is down and not yet dealt with: what the recovery task counts when it
+/// re-checks the storm guard from the database (it has no fresh verdicts; the tracker counts
+/// verdicts, filtered by [`counts_for_storm_guard`]).
+pub const DOWN_STATES: &[NodeState] = &[
+    NodeState::Suspect,
+    NodeState::Down,
+    NodeState::Fencing,
+    NodeState::Fenced,
+    NodeState::Evacuating,
+    NodeState::FenceFailed,
+    NodeState::EvacuationFailed,
+];
+
 /// Nodes counted by the storm guard: not standby, not taken out by an operator, and not an
 /// incident already closed by an evacuation (its host stays forced down until recovered).
 pub fn counts_for_storm_guard(node: &NodeView) -> bool {

@@ -352,15 +352,7 @@ impl Recovery {
             let down = node::Entity::find()
                 .filter(node::Column::IsReserve.eq(false))
                 .filter(node::Column::RemovedFromNova.eq(false))
-                .filter(node::Column::State.is_in([
-                    NodeState::Suspect,
-                    NodeState::Down,
-                    NodeState::Fencing,
-                    NodeState::Fenced,
-                    NodeState::Evacuating,
-                    NodeState::FenceFailed,
-                    NodeState::EvacuationFailed,
-                ]))
+                .filter(node::Column::State.is_in(crate::machine::DOWN_STATES.iter().copied()))
                 .count(&self.db)
                 .await
                 .map_err(retryable)?;

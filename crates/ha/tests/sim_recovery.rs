@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
+use aos_db::DatabaseConnection;
 use aos_db::entity::{NodeState, alarm, node, node_event, task};
-use aos_db::{DatabaseConnection, ObservedComputeHost};
 use aos_ha::isolation::IsolationSettings;
 use aos_ha::sim::{SimCloud, SimSettings};
 use aos_ha::{Cloud, Recovery, RecoverySettings, TrackerRules, tracker_round};
@@ -99,20 +99,7 @@ async fn harness_with(
     sim.add_server("batch-1", "h2", None, true);
     sim.add_server("pinned-1", "h2", Some(0), false);
     sim.add_server("other-1", "h1", None, false);
-    let observed: Vec<ObservedComputeHost> = sim
-        .compute_hosts()
-        .await?
-        .into_iter()
-        .map(|host| ObservedComputeHost {
-            host: host.host,
-            service_id: Some(host.service_id),
-            status: "enabled".into(),
-            state: "up".into(),
-            forced_down: false,
-            hypervisor_id: None,
-        })
-        .collect();
-    aos_db::sync_nodes(db, None, "test", &observed).await?;
+    aos_ha::cloud::sync_nodes_from(db, sim.as_ref(), |_| true, "test").await?;
     let queue = match db.get_database_backend() {
         sea_orm::DbBackend::Sqlite => JobQueue::sqlite(db).await?,
         _ => JobQueue::connect_amqp(AMQP, &format!("aos-test-ha-{}", uuid::Uuid::new_v4().simple())).await?,

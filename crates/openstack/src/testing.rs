@@ -183,17 +183,25 @@ fn compute_script() -> Command {
 /// for a few m1.nano servers, and always the scheduler's last choice next to the 16 GiB
 /// `fake-N` hosts, so colleagues' servers do not land on a host we are about to kill.
 pub fn compute_sh(verb: &str, host: &str) {
+    if let Err(error) = compute_sh_with_ram(verb, host, 1024) {
+        panic!("{error}");
+    }
+}
+
+/// `compute.sh <verb> <host>` with `ram_mb` of RAM for the fake hypervisor (read when the
+/// compute starts); its standard output, or what it printed when it failed.
+pub fn compute_sh_with_ram(verb: &str, host: &str, ram_mb: u32) -> Result<String, String> {
     let output = compute_script()
         .args([verb, host])
-        .env("OSENV_FAKE_RAM_MB", "1024")
+        .env("OSENV_FAKE_RAM_MB", ram_mb.to_string())
         .output()
-        .expect("run openstack-env/compute.sh");
-    assert!(
-        output.status.success(),
-        "compute.sh {verb} {host} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .map_err(|error| format!("cannot run openstack-env/compute.sh: {error}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if output.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!("compute.sh {verb} {host} failed: {stdout}{}", String::from_utf8_lossy(&output.stderr)))
+    }
 }
 
 pub async fn compute_service(client: &OpenStackClient, host: &str) -> Option<ComputeService> {
