@@ -20,8 +20,16 @@
 //! `recovery`: one dead hypervisor's recovery on the real test cloud with real BMCs — kill to
 //! down confirmed, evacuations issued and all servers back — ours against an operator's script
 //! with no safety rule (see the `recovery` module).
+//!
+//! `api`: requests per second and p99 latency of `GET /v1/nodes` with 1,000 nodes and a cached
+//! Keystone token (see the `api` module).
+//!
+//! `planner`: the balancing planner's time on one large unbalanced aggregate (see the
+//! `planner` module).
 
+mod api;
 mod listener;
+mod planner;
 mod recovery;
 mod tracker;
 
@@ -53,6 +61,10 @@ enum Command {
     Tracker(tracker::TrackerArgs),
     /// One host's recovery on the real test cloud, ours against an operator's script.
     Recovery(recovery::RecoveryArgs),
+    /// The balancing planner on one large aggregate: planning time, migrations, MB moved.
+    Planner(planner::PlannerArgs),
+    /// GET /v1/nodes through the whole API (cached Keystone token) on loopback: req/s, p99.
+    Api(api::ApiArgs),
 }
 
 #[derive(clap::Args)]
@@ -135,6 +147,8 @@ fn main() -> ExitCode {
         Command::Listener(args) => listener::run(args),
         Command::Tracker(args) => tracker::run(args),
         Command::Recovery(args) => recovery::run(args),
+        Command::Planner(args) => planner::run(args),
+        Command::Api(args) => api::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -71,9 +71,18 @@ enum Command {
     /// Events received from Nova.
     #[command(subcommand)]
     Event(commands::event::EventCommand),
+    /// Node agents: facts, checks, state-file writes, heartbeats, broker users.
+    #[command(subcommand)]
+    Agent(commands::agent::AgentCommand),
     /// Availability storages (node state files): create, list, delete, bind, unbind, sync.
     #[command(subcommand)]
     Storage(commands::storage::StorageCommand),
+    /// Keystone: register the API's service and endpoints in the catalogue.
+    #[command(subcommand)]
+    Keystone(commands::keystone::KeystoneCommand),
+    /// Balancing of host aggregates by live migration: preview (dry run) or run.
+    #[command(subcommand)]
+    Balance(commands::balance::BalanceCommand),
     /// Run all five roles in one process on the embedded default (SQLite, no broker needed).
     AllInOne(commands::all_in_one::AllInOneArgs),
     /// The main job, shown live on a simulated cloud with the embedded database: a host dies,
@@ -96,6 +105,9 @@ fn main() -> ExitCode {
         Command::Power(command) => commands::power::run_power(&cli.common, command),
         Command::Event(command) => commands::event::run(&cli.common, command),
         Command::Storage(command) => commands::storage::run(&cli.common, command),
+        Command::Agent(command) => commands::agent::run(&cli.common, command),
+        Command::Keystone(command) => commands::keystone::run(&cli.common, command),
+        Command::Balance(command) => commands::balance::run(&cli.common, command),
         Command::AllInOne(args) => commands::all_in_one::run(&cli.common, args),
         Command::Demo(args) => commands::demo::run(args),
     };

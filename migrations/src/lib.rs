@@ -17,6 +17,8 @@ mod m0003_storage_reserve;
 mod m0004_tasks;
 mod m0005_events_alarms_audit;
 mod m0006_coordination;
+mod m0007_reserve_pool;
+mod m0008_agent;
 mod support;
 
 /// The ordered list of every migration this build knows.
@@ -32,6 +34,8 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_tasks::Migration),
             Box::new(m0005_events_alarms_audit::Migration),
             Box::new(m0006_coordination::Migration),
+            Box::new(m0007_reserve_pool::Migration),
+            Box::new(m0008_agent::Migration),
         ]
     }
 }

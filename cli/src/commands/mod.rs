@@ -1,11 +1,14 @@
 //! One module per top-level command.
 
+pub mod agent;
 pub mod all_in_one;
+pub mod balance;
 pub mod config;
 pub mod configure;
 pub mod db;
 pub mod demo;
 pub mod event;
+pub mod keystone;
 pub mod node;
 pub mod operator;
 pub mod power;

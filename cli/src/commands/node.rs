@@ -60,6 +60,9 @@ pub enum NodeCommand {
     /// After an incident: clear Nova's forced_down (start the node's nova-compute first) and
     /// let the tracker bring the node up.
     Recover { name: String },
+    /// Ask the node's agent for its facts now (processes, instances as libvirt sees them,
+    /// storages), through the controller's request path (`[agent]` timeouts and retries).
+    Facts(super::agent::FactsArgs),
     /// Bind a node to its power device (the default one fencing uses): `NAME --device D
     /// [--outlet O]`, or many from `--from-file F`.
     Init(super::power::NodeInitArgs),
@@ -86,6 +89,7 @@ pub fn run(common: &CommonArgs, command: NodeCommand) -> anyhow::Result<ExitCode
             }
             NodeCommand::Shutdown { name } => super::operator::shutdown(&db, &config, &name).await,
             NodeCommand::Recover { name } => super::operator::recover(&db, &config, &name).await,
+            NodeCommand::Facts(args) => super::agent::facts(&config, &args.name).await,
         }
     })
 }

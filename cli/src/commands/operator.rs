@@ -312,6 +312,10 @@ pub enum ReserveCommand {
         /// Higher first when several reserves back one host.
         #[arg(long, default_value_t = 0)]
         priority: i32,
+        /// Boot it over PXE when bringing it up: the MAC address of its boot NIC
+        /// (a pxelinux.cfg file is written in [pxe] conf_dir and the BMC's next boot set to PXE).
+        #[arg(long, value_name = "MAC")]
+        boot_mac: Option<aos_power::MacAddress>,
     },
     /// Remove a reserve binding.
     Remove {
@@ -319,7 +323,26 @@ pub enum ReserveCommand {
         #[arg(long = "for", value_name = "MAIN")]
         main: String,
     },
-    /// Every reserve binding.
+    /// Every reserve binding, and the reserve pool.
+    List,
+    /// The powered-off reserve pool: idle hosts parked after [node_sync] reserve_interval.
+    #[command(subcommand)]
+    Pool(PoolCommand),
+}
+
+#[derive(clap::Subcommand)]
+pub enum PoolCommand {
+    /// Let NODE be parked (disabled in Nova, powered off) when it has had no instances for
+    /// [node_sync] reserve_interval; recoveries bring it up when capacity is short.
+    Add {
+        node: String,
+        /// Boot it over PXE when bringing it up (MAC address of its boot NIC).
+        #[arg(long, value_name = "MAC")]
+        boot_mac: Option<aos_power::MacAddress>,
+    },
+    /// NODE is no longer parked when idle.
+    Remove { node: String },
+    /// Pool members, their state and since when they are idle.
     List,
 }
 
@@ -329,8 +352,8 @@ pub fn run_reserve(common: &CommonArgs, command: ReserveCommand) -> anyhow::Resu
         let db = super::connect(&config).await?;
         aos_daemon::startup::ensure_schema_current(&db).await?;
         match command {
-            ReserveCommand::Add { reserve, main, priority } => {
-                match aos_ha::reserve::add(&db, &reserve, &main, priority, &actor()).await {
+            ReserveCommand::Add { reserve, main, priority, boot_mac } => {
+                match aos_ha::reserve::add(&db, &reserve, &main, priority, boot_mac, &actor()).await {
                     Ok(()) => {
                         out!("{reserve} is a reserve host for {main} (priority {priority})");
                         Ok(ExitCode::SUCCESS)
@@ -352,8 +375,61 @@ pub fn run_reserve(common: &CommonArgs, command: ReserveCommand) -> anyhow::Resu
                     .map(|(reserve, main, priority, state)| [reserve, main, priority.to_string(), state.to_string()])
                     .collect();
                 print_table(&["Reserve", "For", "Priority", "Reserve state"], &rows);
+                let pool = aos_ha::reserve::pool_list(&db).await?;
+                if !pool.is_empty() {
+                    out!("");
+                    print_pool(pool);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            ReserveCommand::Pool(PoolCommand::Add { node, boot_mac }) => {
+                let fencer = aos_ha::PowerFencer::from_config(db.clone(), &config);
+                match aos_ha::reserve::pool_add(&db, &fencer, &node, boot_mac, &actor()).await {
+                    Ok(()) => {
+                        out!(
+                            "{node} joins the reserve pool: parked after {}s without instances",
+                            config.node_sync.reserve_interval.as_secs()
+                        );
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Err(error) => refused(error),
+                }
+            }
+            ReserveCommand::Pool(PoolCommand::Remove { node }) => {
+                match aos_ha::reserve::pool_remove(&db, &node, &actor()).await {
+                    Ok(aos_db::entity::NodeState::Reserve) => {
+                        out!(
+                            "{node} left the reserve pool; it is parked now: power it on (power on {node}), enable \
+                             its nova-compute, then node recover {node}"
+                        );
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Ok(_) => {
+                        out!("{node} left the reserve pool");
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Err(error) => refused(error),
+                }
+            }
+            ReserveCommand::Pool(PoolCommand::List) => {
+                print_pool(aos_ha::reserve::pool_list(&db).await?);
                 Ok(ExitCode::SUCCESS)
             }
         }
     })
+}
+
+fn print_pool(pool: Vec<aos_ha::reserve::PoolMember>) {
+    let rows: Vec<[String; 4]> = pool
+        .into_iter()
+        .map(|member| {
+            [
+                member.name,
+                member.state.to_string(),
+                member.idle_since.map(|at| at.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| "-".into()),
+                member.boot_mac.unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    print_table(&["Pool member", "State", "Idle since (UTC)", "Boot MAC"], &rows);
 }

@@ -38,6 +38,7 @@ const HOSTS: [&str; 4] = ["aos-ha-e2e-1", "aos-ha-e2e-2", "aos-ha-e2e-3", "aos-h
 const VICTIM: &str = "aos-ha-e2e-2";
 /// Powered off and disabled: the victim's reserve host.
 const RESERVE: &str = "aos-ha-e2e-4";
+const RESERVE_BOOT_MAC: &str = "52:54:00:e2:e0:04";
 const SERVERS: usize = 20;
 const IPMI_BASE_PORT: u16 = 9201;
 const REDFISH_PORT: u16 = 9280;
@@ -247,7 +248,9 @@ async fn ha_end_to_end_on_the_real_cloud_with_real_bmcs() {
     for host in &HOSTS[..3] {
         client.aggregate_add_host(aggregate.id, host).await.expect("aggregate host");
     }
-    aos_ha::reserve::add(&db, RESERVE, VICTIM, 10, "e2e-test").await.expect("reserve binding");
+    // The reserve boots over PXE: a pxelinux.cfg file for its MAC and the BMC's boot device.
+    let reserve_mac: aos_power::MacAddress = RESERVE_BOOT_MAC.parse().unwrap();
+    aos_ha::reserve::add(&db, RESERVE, VICTIM, 10, Some(reserve_mac), "e2e-test").await.expect("reserve binding");
     let reserve_service = aos_openstack::testing::compute_service(&client, RESERVE).await.expect("reserve service");
     client.disable_service(&reserve_service.id, "aos-ha e2e: standby").await.expect("disable the reserve");
     let reserve_id = aos_db::find_node(&db, RESERVE).await.unwrap().unwrap().id;
@@ -402,6 +405,8 @@ async fn ha_end_to_end_on_the_real_cloud_with_real_bmcs() {
     queue.close().await;
 
     // --- 4. failure with two controllers; the one recovering is SIGKILLed ----------------
+    let pxe_dir = scratch.path().join("pxelinux.cfg");
+    std::fs::create_dir_all(&pxe_dir).unwrap();
     let base = aos_testkit::test_config(
         &database,
         &format!(
@@ -410,9 +415,10 @@ async fn ha_end_to_end_on_the_real_cloud_with_real_bmcs() {
              allow_host_auto_power_off = True\nhost_restart_timeout = 180\n\n\
              [extra_availability_check]\nenabled = True\ndelay = 1\nattempts = 1\n\n\
              [host_tasks]\nprioritized_evacuation_timeout = 90\nretries_wait_for_vm_status = 120\n\n\
-             [power]\ncredential_key_file = {}\nipmi_retry_timeout = 2\n",
+             [power]\ncredential_key_file = {}\nipmi_retry_timeout = 2\n\n[pxe]\nconf_dir = {}\n",
             aos_openstack::testing::auth_url(),
-            key_file.display()
+            key_file.display(),
+            pxe_dir.display()
         ),
     )
     .expect("config");
@@ -581,6 +587,22 @@ async fn ha_end_to_end_on_the_real_cloud_with_real_bmcs() {
     let reserve_events =
         std::fs::read_to_string(bmc_run_dir.join("ipmi").join(RESERVE).join("events")).unwrap_or_default();
     assert!(reserve_events.lines().last().is_some_and(|line| line.ends_with(" on")), "{reserve_events}");
+    let reserve_actions: Vec<&str> =
+        reserve_events.lines().map(|line| line.split_once(' ').map_or(line, |(_, a)| a)).collect();
+    // ipmi_sim reports the PXE boot device as `network`.
+    let pxe_at = reserve_actions
+        .iter()
+        .rposition(|action| *action == "bootdev pxe" || *action == "bootdev network")
+        .expect("PXE boot set on its BMC");
+    assert_eq!(reserve_actions.last(), Some(&"on"), "then powered on: {reserve_actions:?}");
+    assert!(pxe_at + 1 == reserve_actions.len() - 1, "boot device set right before power on: {reserve_actions:?}");
+    let pxe_file = pxe_dir.join(reserve_mac.pxelinux_file_name());
+    assert!(!pxe_file.exists(), "its pxelinux.cfg file is removed once it runs (next boot from disk)");
+    let pxe_ops = aos_power::recent_operations(&db, reserve_id, 20).await.unwrap();
+    assert!(
+        pxe_ops.iter().any(|op| op.operation == "bootdev_pxe" && op.result.as_deref() == Some("succeeded")),
+        "{pxe_ops:?}"
+    );
     let reserve_up = aos_db::node_history(&db, reserve_id, 100)
         .await
         .unwrap()

@@ -5,12 +5,15 @@
 
 mod support;
 
+mod agent;
 mod all_in_one;
+mod balance;
 mod config;
 mod configure;
 mod db;
 mod demo;
 mod ha_cloud;
+mod keystone;
 mod node;
 mod operator;
 mod power;

@@ -171,7 +171,52 @@ async fn power_commands_drive_a_bmc_by_node_and_by_device_and_node_init_binds_it
     fixture.cleanup().await;
 }
 
+async fn the_reserve_pool_takes_only_hosts_with_a_power_device(backend: Backend) {
+    let (fixture, _key_directory) = power_fixture(backend).await;
+    let password_file = fixture.directory.path().join("bmc.password");
+    std::fs::write(&password_file, "pool-test\n").unwrap();
+    let create = fixture.run(&[
+        "power-device",
+        "create",
+        "bmc-pool",
+        "--driver",
+        "ipmi",
+        "--address",
+        "127.0.0.1",
+        "--username",
+        "admin",
+        "--password-file",
+        password_file.to_str().unwrap(),
+    ]);
+    assert!(create.succeeded(), "{}", create.report());
+    add_node(&fixture, "cmp-pool").await;
+    let refused = fixture.run(&["reserve", "pool", "add", "cmp-pool"]);
+    assert_eq!(refused.code, Some(2), "{}", refused.report());
+    assert!(refused.stderr.contains("no power device"), "{}", refused.report());
+    assert!(fixture.run(&["node", "init", "cmp-pool", "--device", "bmc-pool"]).succeeded());
+    let bad_mac = fixture.run(&["reserve", "pool", "add", "cmp-pool", "--boot-mac", "52:54:zz:00:00:01"]);
+    assert!(!bad_mac.succeeded() && bad_mac.stderr.contains("52:54:zz:00:00:01"), "{}", bad_mac.report());
+    let add = fixture.run(&["reserve", "pool", "add", "cmp-pool", "--boot-mac", "52-54-00-AA-BB-CC"]);
+    assert!(add.succeeded(), "{}", add.report());
+    let list = fixture.run(&["reserve", "pool", "list"]);
+    assert!(
+        list.table_rows().iter().any(|row| row == &["cmp-pool", "up", "-", "52:54:00:aa:bb:cc"]),
+        "{}",
+        list.report()
+    );
+    let all = fixture.run(&["reserve", "list"]);
+    assert!(all.succeeded() && all.stdout.contains("cmp-pool"), "{}", all.report());
+    let history = fixture.run(&["node", "history", "cmp-pool"]);
+    assert!(history.stdout.contains("pool_joined"), "{}", history.report());
+    let remove = fixture.run(&["reserve", "pool", "remove", "cmp-pool"]);
+    assert!(remove.succeeded(), "{}", remove.report());
+    let again = fixture.run(&["reserve", "pool", "remove", "cmp-pool"]);
+    assert_eq!(again.code, Some(2), "{}", again.report());
+    fixture.cleanup().await;
+}
+
 on_both_backends!(
+    the_reserve_pool_takes_only_hosts_with_a_power_device,
     power_devices_are_created_listed_shown_and_deleted_without_ever_printing_the_password,
     power_commands_drive_a_bmc_by_node_and_by_device_and_node_init_binds_it,
 );

@@ -259,11 +259,38 @@ pub static OPTIONS: &[OptionDef] = &[
     OptionDef::new(
         CM,
         "agent",
+        "controller_user",
+        REQUIRED_TEXT,
+        "aos-cloud-manager",
+        "Node role: the RabbitMQ user of the controller agents. A node agent answers only \
+         requests whose broker-validated user-id is this user (docs/adr/0012-agent.md).",
+    ),
+    OptionDef::new(
+        CM,
+        "agent",
         "enabled",
         K::Bool,
         "False",
         "Parameter for enabling or disabling the node management functionality provided by \
          Agent module.",
+    ),
+    OptionDef::new(
+        CM,
+        "agent",
+        "heartbeat_interval",
+        seconds(1),
+        "5",
+        "Node role: seconds between two heartbeats, and between two writes of the node's state \
+         file to its availability storages.",
+    ),
+    OptionDef::new(
+        CM,
+        "agent",
+        "heartbeat_stale_after",
+        seconds(1),
+        "15",
+        "Controller role: a node agent whose last heartbeat was received longer ago than this \
+         counts as silent (the node tracker's agent signal). Keep it a few heartbeat intervals.",
     ),
     OptionDef::new(
         CM,
@@ -274,7 +301,36 @@ pub static OPTIONS: &[OptionDef] = &[
         "Path to log file of aos-cloud-manager-agent service. Empty: the service logs as set in \
          [DEFAULT] (log_dir, log_file).",
     ),
+    OptionDef::new(
+        CM,
+        "agent",
+        "node_user_prefix",
+        K::Text { allow_empty: true },
+        "aos-agent-",
+        "Controller role: node agent NAME must connect to RabbitMQ as user <prefix>NAME; \
+         messages whose broker-validated user-id is not that user are dropped, so one node \
+         cannot speak for another (docs/adr/0012-agent.md).",
+    ),
+    OptionDef::new(
+        CM,
+        "agent",
+        "request_retries",
+        integer(0, 20),
+        "3",
+        "Controller role: how many times a request to a node agent is sent again after a \
+         missing confirm or response (waiting backoff_factor * 2^(n-1) seconds before retry n).",
+    ),
     OptionDef::new(CM, "agent", "status_port", K::Port { min: 0 }, "9366", STATUS_PORT_HELP),
+    OptionDef::new(
+        CM,
+        "agent",
+        "storage_paths",
+        K::PathList,
+        "",
+        "Node role: the availability storages mounted on this node (the paths bound to it with \
+         `storage bind`); the agent writes the node's state file to each every \
+         heartbeat_interval.",
+    ),
     // [api]
     OptionDef::new(CM, "api", "audit_enabled", K::Bool, "True", "Flag enabling auditing of API requests."),
     OptionDef::new(
@@ -298,11 +354,48 @@ pub static OPTIONS: &[OptionDef] = &[
     OptionDef::new(
         CM,
         "api",
+        "max_limit",
+        integer(1, 100_000),
+        "1000",
+        "Largest number of items one list request returns; also the page size when the request \
+         gives no limit.",
+    ),
+    OptionDef::new(
+        CM,
+        "api",
+        "policy_file",
+        OPTIONAL_PATH,
+        "",
+        "Policy file (JSON, oslo.policy rules such as \"role:admin\" or \"role:reader or \
+         role:admin\"); rules it sets replace the built-in defaults, which \
+         /etc/aos/policy.json documents. Empty: the built-in defaults only.",
+    ),
+    OptionDef::new(
+        CM,
+        "api",
         "port",
         K::Port { min: 0 },
         "9362",
         "Port where the CloudManager API service will run. 0 lets the system pick a free port \
          (for tests).",
+    ),
+    OptionDef::new(
+        CM,
+        "api",
+        "token_cache_size",
+        integer(1, 10_000_000),
+        "10000",
+        "Most validated Keystone tokens kept in memory; the least recently used is dropped first.",
+    ),
+    OptionDef::new(
+        CM,
+        "api",
+        "token_cache_time",
+        seconds(0),
+        "300",
+        "How long a token Keystone validated is trusted without asking again (never past its \
+         expiry); a revoked token is refused at most this long after revocation. 0 asks Keystone \
+         on every request. It is measured in seconds.",
     ),
     // [balancing]
     OptionDef::new(
@@ -313,6 +406,16 @@ pub static OPTIONS: &[OptionDef] = &[
         "0.1",
         "Balancing accuracy: a node is loaded when its share of used RAM exceeds the share of \
          used RAM of all balanced nodes plus approx.",
+    ),
+    OptionDef::new(
+        CM,
+        "balancing",
+        "deny_hosts",
+        K::TextList,
+        "",
+        "Hosts left out of balancing (comma-separated nova-compute host names): none of their \
+         servers is moved and nothing is moved to them. A server is left where it is with the \
+         metadata aos:balancing=deny.",
     ),
     OptionDef::new(
         CM,
@@ -337,6 +440,16 @@ pub static OPTIONS: &[OptionDef] = &[
         K::Duration { unit: TimeUnit::Hours, min: 1 },
         "24",
         "Period between host aggregates balancing. It is measured in hours.",
+    ),
+    OptionDef::new(
+        CM,
+        "balancing",
+        "vcpu_weight",
+        K::Float { min: 0.0, max: 10.0 },
+        "0.0",
+        "Weight of the vCPU share in a host's load: load = (RAM share + vcpu_weight * vCPU \
+         share) / (1 + vcpu_weight). 0 balances by RAM only, as the reference does; vCPU \
+         capacity is never exceeded either way (docs/adr/0014-balancing.md).",
     ),
     // [beat]
     OptionDef::new(

@@ -135,10 +135,22 @@ pub struct AgentSection {
     pub agent_response_timeout: Duration,
     /// Multiplier of the exponential back-off between connection attempts (seconds).
     pub backoff_factor: f64,
+    /// Node role: the broker user whose requests a node agent accepts.
+    pub controller_user: String,
     pub enabled: bool,
+    /// Node role: period of heartbeats and state-file writes.
+    pub heartbeat_interval: Duration,
+    /// Controller role: a heartbeat older than this means the agent is silent.
+    pub heartbeat_stale_after: Duration,
     pub logfile: Option<PathBuf>,
+    /// Controller role: node `NAME` must be broker user `<node_user_prefix>NAME`.
+    pub node_user_prefix: String,
+    /// Controller role: resends of a request after a missing confirm or response.
+    pub request_retries: u32,
     /// Local status endpoint port; `None` when configured as 0 (disabled).
     pub status_port: Option<u16>,
+    /// Node role: availability storages mounted on this node.
+    pub storage_paths: Vec<PathBuf>,
 }
 
 impl AgentSection {
@@ -148,9 +160,15 @@ impl AgentSection {
             agent_confirm_timeout: values.duration(S, "agent_confirm_timeout"),
             agent_response_timeout: values.duration(S, "agent_response_timeout"),
             backoff_factor: values.float(S, "backoff_factor"),
+            controller_user: values.text(S, "controller_user"),
             enabled: values.bool(S, "enabled"),
+            heartbeat_interval: values.duration(S, "heartbeat_interval"),
+            heartbeat_stale_after: values.duration(S, "heartbeat_stale_after"),
             logfile: values.path(S, "logfile"),
+            node_user_prefix: values.text(S, "node_user_prefix"),
+            request_retries: values.integer(S, "request_retries"),
             status_port: values.optional_port(S, "status_port"),
+            storage_paths: values.path_list(S, "storage_paths"),
         }
     }
 }
@@ -162,8 +180,16 @@ pub struct ApiSection {
     /// Listen address; empty means all IPv4 interfaces (see [`ApiSection::bind_address`]).
     pub host: String,
     pub logfile: Option<PathBuf>,
+    /// Page size limit of list requests.
+    pub max_limit: u32,
+    /// Rules overriding the built-in policy defaults; `None`: defaults only.
+    pub policy_file: Option<PathBuf>,
     /// Listen port; 0 lets the system pick one (tests).
     pub port: u16,
+    /// Entries of the validated-token cache.
+    pub token_cache_size: u32,
+    /// How long a validated token is trusted before Keystone is asked again (zero: always ask).
+    pub token_cache_time: Duration,
 }
 
 impl ApiSection {
@@ -173,7 +199,11 @@ impl ApiSection {
             audit_enabled: values.bool(S, "audit_enabled"),
             host: values.text(S, "host"),
             logfile: values.path(S, "logfile"),
+            max_limit: values.integer(S, "max_limit"),
+            policy_file: values.path(S, "policy_file"),
             port: values.port(S, "port"),
+            token_cache_size: values.integer(S, "token_cache_size"),
+            token_cache_time: values.duration(S, "token_cache_time"),
         }
     }
 
@@ -193,10 +223,14 @@ impl ApiSection {
 pub struct BalancingSection {
     /// Accuracy in 0..=1 added to the average load before a node counts as loaded.
     pub approx: f64,
+    /// Hosts neither balanced from nor to.
+    pub deny_hosts: Vec<String>,
     pub enabled: bool,
     pub migration_retries: u32,
     /// Configured in hours.
     pub periodic_time: Duration,
+    /// Weight of the vCPU share in a host's load (0 = RAM only).
+    pub vcpu_weight: f64,
 }
 
 impl BalancingSection {
@@ -204,9 +238,11 @@ impl BalancingSection {
         const S: &str = "balancing";
         Self {
             approx: values.float(S, "approx"),
+            deny_hosts: values.text_list(S, "deny_hosts"),
             enabled: values.bool(S, "enabled"),
             migration_retries: values.integer(S, "migration_retries"),
             periodic_time: values.duration(S, "periodic_time"),
+            vcpu_weight: values.float(S, "vcpu_weight"),
         }
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod lease;
 pub mod logging;
+pub mod metrics;
 pub mod readiness;
 pub mod registry;
 pub mod shutdown;

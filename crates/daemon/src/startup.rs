@@ -68,6 +68,8 @@ impl DaemonContext {
         let db = connect_database(&config, &readiness, &shutdown).await?;
         ensure_schema_current(&db).await?;
         readiness.set("database", CheckState::Ok);
+        crate::metrics::install();
+        crate::metrics::set_database(db.clone());
         let host = instance_host(&config);
         let identity = format!("{host}:{}:{}", std::process::id(), short_random());
         Ok(Self { role, config, db, readiness, identity, host, shutdown })

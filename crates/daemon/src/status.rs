@@ -1,6 +1,6 @@
-//! The status endpoint every daemon can serve: `GET /healthz` (the process answers) and
+//! The status endpoint every daemon can serve: `GET /healthz` (the process answers),
 //! `GET /readyz` (200 only when every dependency check passes, 503 otherwise, with the checks in
-//! the body). The API daemon mounts the same routes on its own port; the others serve them on
+//! the body) and `GET /metrics` (Prometheus text, [`crate::metrics`]). The API daemon mounts the same routes on its own port; the others serve them on
 //! `[<service>] status_port` (0 = none).
 
 use std::net::SocketAddr;
@@ -27,11 +27,18 @@ pub fn status_routes<S: Clone + Send + Sync + 'static>(role: &'static str, readi
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(StatusState { role, readiness })
 }
 
 async fn healthz(State(state): State<StatusState>) -> impl IntoResponse {
     Json(json!({ "status": "alive", "role": state.role }))
+}
+
+/// Prometheus text exposition format 0.0.4 (see [`crate::metrics`]).
+async fn metrics(State(state): State<StatusState>) -> impl IntoResponse {
+    let body = crate::metrics::render(state.role).await;
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }
 
 async fn readyz(State(state): State<StatusState>) -> impl IntoResponse {

@@ -13,10 +13,12 @@
 //! conformance suite run against a fresh MariaDB database and a fresh SQLite file
 //! (see [`db_test_suite!`] and the `testing` feature).
 
+mod agent_heartbeat_store;
 mod connect;
 pub mod entity;
 mod error;
 mod lease;
+mod metrics_snapshot;
 mod migration;
 mod node_store;
 mod notification_store;
@@ -30,9 +32,13 @@ pub mod testing;
 #[cfg(test)]
 mod tests;
 
+pub use agent_heartbeat_store::{
+    ReceivedHeartbeat, agent_liveness, find_agent_heartbeat, forget_agent, record_agent_heartbeats,
+};
 pub use connect::{SQLITE_BUSY_TIMEOUT, connect, mask_url};
 pub use error::DbError;
 pub use lease::{LeaseState, guard_lease, lease_acquire_or_renew, lease_current, lease_release};
+pub use metrics_snapshot::{MetricsSnapshot, metrics_snapshot};
 pub use migration::{
     MigrateOutcome, MigrationInfo, SchemaStatus, current_version, latest_version, migrate_to, migration_status,
     schema_status,

@@ -190,6 +190,9 @@ pub(crate) fn new_node(name: &str, now: chrono::DateTime<Utc>) -> node::ActiveMo
         down_observations: Set(0),
         up_observations: Set(0),
         removed_from_nova: Set(false),
+        pool_member: Set(false),
+        idle_since: Set(None),
+        boot_mac: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
         ..Default::default()

@@ -59,6 +59,18 @@ pub trait Fencer: Send + Sync + 'static {
     async fn soft_power_off(&self, target: &FenceTarget, actor: &str, task_id: Option<&str>) -> Result<(), FenceError> {
         self.fence(target, actor, task_id).await.map(|_| ())
     }
+    /// Before powering a reserve host on: make its next boot a network (PXE) boot from
+    /// `boot_mac` — its PXELINUX file in `[pxe] conf_dir` and the device's boot override.
+    async fn prepare_network_boot(
+        &self,
+        target: &FenceTarget,
+        boot_mac: &str,
+        actor: &str,
+        task_id: Option<&str>,
+    ) -> Result<(), FenceError>;
+    /// Once the host runs: remove its PXELINUX file so its next boot takes the directory's
+    /// `default` (the local disk).
+    async fn finish_network_boot(&self, target: &FenceTarget, boot_mac: &str) -> Result<(), FenceError>;
 }
 
 /// For deployments (and tests) with no power management at all: no node has a device.
@@ -86,6 +98,20 @@ impl Fencer for NoPowerDevices {
         _task_id: Option<&str>,
     ) -> Result<FenceReport, FenceError> {
         Err(FenceError::NoPowerDevice(target.node.clone()))
+    }
+
+    async fn prepare_network_boot(
+        &self,
+        target: &FenceTarget,
+        _boot_mac: &str,
+        _actor: &str,
+        _task_id: Option<&str>,
+    ) -> Result<(), FenceError> {
+        Err(FenceError::NoPowerDevice(target.node.clone()))
+    }
+
+    async fn finish_network_boot(&self, _target: &FenceTarget, _boot_mac: &str) -> Result<(), FenceError> {
+        Ok(())
     }
 }
 

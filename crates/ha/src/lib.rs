@@ -6,6 +6,7 @@
 //!   evacuation by priority group, each step resumable.
 //! - [`cloud`], [`fence`], [`isolation`]: the interfaces to Nova, the power layer and the
 //!   node state files; [`sim`] implements all three for the demo and the benchmarks.
+//! - [`pool`]: the powered-off reserve pool (idle hosts parked by a `park_node` task).
 //! - [`machine`], [`verdict`], [`plan`]: the pure rules, unit-tested without I/O.
 
 pub mod cloud;
@@ -15,6 +16,7 @@ pub mod isolation;
 pub mod machine;
 pub mod operator;
 pub mod plan;
+pub mod pool;
 pub mod power;
 pub mod recovery;
 pub mod reserve;
@@ -38,8 +40,14 @@ pub use tracker::{RECOVER_NODE, RecoverNode, RoundReport, tracker_round};
 /// Registers the HA task kinds on a worker's runner.
 pub fn register_tasks(runner: aos_jobs::JobRunner, recovery: Recovery) -> aos_jobs::JobRunner {
     let recovery = Arc::new(recovery);
-    runner.register(RECOVER_NODE, move |context| {
-        let recovery = Arc::clone(&recovery);
-        async move { recovery.run(context).await }
-    })
+    let parker = Arc::clone(&recovery);
+    runner
+        .register(RECOVER_NODE, move |context| {
+            let recovery = Arc::clone(&recovery);
+            async move { recovery.run(context).await }
+        })
+        .register(pool::PARK_NODE, move |context| {
+            let parker = Arc::clone(&parker);
+            async move { parker.park(context).await }
+        })
 }

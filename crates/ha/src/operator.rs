@@ -228,7 +228,8 @@ pub async fn set_evacuation_allowed(
 
 /// `node recover NAME`: after an incident, clear Nova's forced_down (Nova refuses while
 /// the host's evacuations are not cleaned up, i.e. before its nova-compute ran again) and
-/// let the tracker bring the node up after `mutex_up` observations.
+/// let the tracker bring the node up after `mutex_up` observations. Also returns a parked
+/// reserve host to service by hand (power it on and enable its nova-compute first).
 pub async fn recover(
     db: &aos_db::DatabaseConnection,
     cloud: &dyn Cloud,
@@ -236,8 +237,13 @@ pub async fn recover(
     actor: &str,
 ) -> Result<(), OperatorError> {
     let node = node_named(db, name).await?;
-    const FROM: &[NodeState] =
-        &[NodeState::Evacuated, NodeState::EvacuationFailed, NodeState::FenceFailed, NodeState::Down];
+    const FROM: &[NodeState] = &[
+        NodeState::Evacuated,
+        NodeState::EvacuationFailed,
+        NodeState::FenceFailed,
+        NodeState::Down,
+        NodeState::Reserve,
+    ];
     if !FROM.contains(&node.state) {
         return Err(OperatorError::Refused(format!("node {name} is {}: nothing to recover", node.state)));
     }

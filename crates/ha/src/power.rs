@@ -12,12 +12,19 @@ pub struct PowerFencer {
     /// fence then fails, saying why: better than evacuating a node we could not power off).
     keyring: Result<aos_power::Keyring, String>,
     settings: aos_power::PowerSettings,
+    /// `[pxe] conf_dir`: where reserve hosts' PXELINUX files are written.
+    pxe_conf_dir: std::path::PathBuf,
 }
 
 impl PowerFencer {
     pub fn from_config(db: aos_db::DatabaseConnection, config: &aos_config::Config) -> Self {
         let keyring = aos_power::Keyring::from_config(&config.power).map_err(|error| error.to_string());
-        PowerFencer { db, keyring, settings: aos_power::PowerSettings::from(&config.power) }
+        PowerFencer {
+            db,
+            keyring,
+            settings: aos_power::PowerSettings::from(&config.power),
+            pxe_conf_dir: config.pxe.conf_dir.clone(),
+        }
     }
 }
 
@@ -84,5 +91,30 @@ impl Fencer for PowerFencer {
 
     async fn soft_power_off(&self, target: &FenceTarget, actor: &str, task_id: Option<&str>) -> Result<(), FenceError> {
         self.operate(target, aos_power::PowerAction::SoftOff, actor, task_id).await.map(|_| ())
+    }
+
+    async fn prepare_network_boot(
+        &self,
+        target: &FenceTarget,
+        boot_mac: &str,
+        actor: &str,
+        task_id: Option<&str>,
+    ) -> Result<(), FenceError> {
+        let failed = |reason: String| FenceError::Failed { node: target.node.clone(), reason };
+        let mac: aos_power::MacAddress =
+            boot_mac.parse().map_err(|error| failed(format!("boot MAC {boot_mac:?}: {error}")))?;
+        let contents = aos_power::pxe::render_pxe_config(aos_power::pxe::DEFAULT_TEMPLATE, &target.node, mac)
+            .map_err(|error| failed(error.to_string()))?;
+        aos_power::pxe::write_pxe_config(&self.pxe_conf_dir, mac, &contents)
+            .map_err(|error| failed(error.to_string()))?;
+        self.operate(target, aos_power::PowerAction::BootdevPxe, actor, task_id).await.map(|_| ())
+    }
+
+    async fn finish_network_boot(&self, target: &FenceTarget, boot_mac: &str) -> Result<(), FenceError> {
+        let failed = |reason: String| FenceError::Failed { node: target.node.clone(), reason };
+        let mac: aos_power::MacAddress =
+            boot_mac.parse().map_err(|error| failed(format!("boot MAC {boot_mac:?}: {error}")))?;
+        aos_power::pxe::remove_pxe_config(&self.pxe_conf_dir, mac).map_err(|error| failed(error.to_string()))?;
+        Ok(())
     }
 }

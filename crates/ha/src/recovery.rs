@@ -121,11 +121,12 @@ pub struct EvacuationRequest {
     pub note: String,
 }
 
-fn retryable(error: impl std::fmt::Display) -> TaskError {
+pub(crate) fn retryable(error: impl std::fmt::Display) -> TaskError {
     TaskError::retryable(error)
 }
 
-fn cloud_error(error: CloudError) -> TaskError {
+/// A cloud error as a task error: transient ones are retried, the others fail the task.
+pub(crate) fn cloud_error(error: CloudError) -> TaskError {
     if error.is_transient() { TaskError::Retryable(error.to_string()) } else { TaskError::Fatal(error.to_string()) }
 }
 
@@ -211,6 +212,11 @@ impl Recovery {
             })
             .await?;
         let failed: Vec<&ServerOutcome> = outcomes.iter().filter(|outcome| !outcome.ok).collect();
+        // Exported by the worker's `/metrics` (counted once per run that reaches this point).
+        metrics::counter!("aos_evacuations_total", "outcome" => "recovered")
+            .increment((outcomes.len() - failed.len()) as u64);
+        metrics::counter!("aos_evacuations_total", "outcome" => "failed").increment(failed.len() as u64);
+        metrics::histogram!("aos_recovery_duration_seconds").record(started.elapsed().as_secs_f64());
         let summary = json!({
             "outcome": if failed.is_empty() { "evacuated" } else { "evacuation_failed" },
             "fence": fenced,
@@ -599,8 +605,9 @@ impl Recovery {
         crate::cloud::capacities_near(self.cloud.as_ref(), &node.name).await.map_err(cloud_error)
     }
 
-    /// Brings up the reserve hosts bound to `node` (highest priority first) while the other
-    /// hosts cannot hold its servers: power on, wait for its nova-compute within
+    /// Brings up the reserve hosts of `node` (those bound to it, highest priority first, then
+    /// the powered-off pool) while the other hosts cannot hold its servers: PXE boot prepared
+    /// when the reserve has a boot MAC, power on, wait for its nova-compute within
     /// `timeout_reserv_node_up`, enable it, and add it to the failed host's aggregates.
     async fn bring_up_reserves(
         &self,
@@ -636,6 +643,13 @@ impl Recovery {
                 continue;
             }
             let target = FenceTarget { node_id: reserve.id, node: reserve.name.clone() };
+            if let Some(mac) = &reserve.boot_mac
+                && let Err(error) = self.fencer.prepare_network_boot(&target, mac, actor, Some(task_id)).await
+            {
+                let reason = format!("its PXE boot could not be prepared: {error}");
+                self.reserve_failed(&reserve, node, &reason, actor, task_id).await?;
+                continue;
+            }
             if let Err(error) = self.fencer.power_on(&target, actor, Some(task_id)).await {
                 self.reserve_failed(&reserve, node, &format!("power on failed: {error}"), actor, task_id).await?;
                 continue;
@@ -656,6 +670,12 @@ impl Recovery {
                 self.reserve_failed(&reserve, node, reason, actor, task_id).await?;
                 continue;
             };
+            if let Some(mac) = &reserve.boot_mac
+                && let Err(error) = self.fencer.finish_network_boot(&target, mac).await
+            {
+                // It booted; a file left behind only makes its next boot a network boot too.
+                tracing::warn!(reserve = %reserve.name, %error, "PXE file of a booted reserve host not removed");
+            }
             self.cloud.set_service_enabled(&service.service_id, true, "").await.map_err(cloud_error)?;
             for aggregate in self.cloud.aggregates_of(&node.name).await.map_err(cloud_error)? {
                 self.cloud.add_to_aggregate(aggregate.id, &reserve.name).await.map_err(cloud_error)?;

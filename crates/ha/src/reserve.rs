@@ -4,14 +4,16 @@
 
 use chrono::Utc;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use aos_db::entity::{NodeState, node, reserve_binding};
 
 use crate::operator::{OperatorError, node_named};
 use crate::store;
 
-/// The reserve hosts bound to `main_node_id` that are on standby now, highest priority first.
+/// The standby hosts the recovery of `main_node_id` may bring up, in order: the reserves bound
+/// to it (highest priority first), then the powered-off pool (longest parked first, so hosts
+/// take turns).
 pub async fn reserves_of(
     db: &aos_db::DatabaseConnection,
     main_node_id: i64,
@@ -30,7 +32,137 @@ pub async fn reserves_of(
             reserves.push(reserve);
         }
     }
+    let pool = node::Entity::find()
+        .filter(node::Column::PoolMember.eq(true))
+        .filter(node::Column::State.eq(NodeState::Reserve))
+        .filter(node::Column::Id.ne(main_node_id))
+        .order_by_asc(node::Column::StateChangedAt)
+        .order_by_asc(node::Column::Id)
+        .all(db)
+        .await?;
+    for member in pool {
+        if !reserves.iter().any(|reserve| reserve.id == member.id) {
+            reserves.push(member);
+        }
+    }
     Ok(reserves)
+}
+
+/// Records the MAC address `node` boots from over PXE when it is brought up (`None`: it
+/// boots from its disk).
+async fn set_boot_mac<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    node_id: i64,
+    boot_mac: Option<aos_power::MacAddress>,
+) -> Result<(), sea_orm::DbErr> {
+    if let Some(mac) = boot_mac {
+        node::Entity::update_many()
+            .col_expr(node::Column::BootMac, sea_orm::sea_query::Expr::value(mac.to_string()))
+            .filter(node::Column::Id.eq(node_id))
+            .exec(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// `reserve pool add NODE [--boot-mac MAC]`: `NODE` may be parked (disabled in Nova and powered
+/// off) once it has had no instances for `[node_sync] reserve_interval`; it needs a power device
+/// to come back.
+pub async fn pool_add(
+    db: &aos_db::DatabaseConnection,
+    fencer: &dyn crate::fence::Fencer,
+    name: &str,
+    boot_mac: Option<aos_power::MacAddress>,
+    actor: &str,
+) -> Result<(), OperatorError> {
+    let node = node_named(db, name).await?;
+    let target = crate::fence::FenceTarget { node_id: node.id, node: node.name.clone() };
+    let has_device = fencer.has_power_device(&target).await.map_err(OperatorError::Refused)?;
+    if !has_device {
+        return Err(OperatorError::Refused(format!(
+            "{name} has no power device: a parked host could not be powered on again \
+             (bind one first: node init {name} --device DEVICE)"
+        )));
+    }
+    let transaction = aos_db::begin_write(db).await.map_err(|e| OperatorError::Refused(e.to_string()))?;
+    node::Entity::update_many()
+        .col_expr(node::Column::PoolMember, sea_orm::sea_query::Expr::value(true))
+        .filter(node::Column::Id.eq(node.id))
+        .exec(&transaction)
+        .await?;
+    set_boot_mac(&transaction, node.id, boot_mac).await?;
+    if !node.pool_member {
+        let event = store::Event {
+            node_id: node.id,
+            kind: "pool_joined",
+            from: None,
+            to: None,
+            actor,
+            reason: "may be parked in the powered-off reserve pool when idle",
+            task_id: None,
+            details: json!({ "boot_mac": boot_mac.map(|mac| mac.to_string()) }),
+        };
+        store::record_event(&transaction, event, Utc::now()).await?;
+    }
+    transaction.commit().await?;
+    Ok(())
+}
+
+/// `reserve pool remove NODE`: no longer parked when idle. A host parked now stays powered off
+/// in state `reserve` until a recovery needs it or an operator returns it (`power on NODE`,
+/// enable its nova-compute, `node recover NODE`).
+pub async fn pool_remove(db: &aos_db::DatabaseConnection, name: &str, actor: &str) -> Result<NodeState, OperatorError> {
+    let node = node_named(db, name).await?;
+    if !node.pool_member {
+        return Err(OperatorError::Refused(format!("{name} is not in the reserve pool")));
+    }
+    let transaction = aos_db::begin_write(db).await.map_err(|e| OperatorError::Refused(e.to_string()))?;
+    node::Entity::update_many()
+        .col_expr(node::Column::PoolMember, sea_orm::sea_query::Expr::value(false))
+        .col_expr(node::Column::IdleSince, sea_orm::sea_query::Expr::value(Option::<chrono::DateTime<Utc>>::None))
+        .filter(node::Column::Id.eq(node.id))
+        .exec(&transaction)
+        .await?;
+    let event = store::Event {
+        node_id: node.id,
+        kind: "pool_left",
+        from: None,
+        to: None,
+        actor,
+        reason: "no longer parked when idle",
+        task_id: None,
+        details: Value::Null,
+    };
+    store::record_event(&transaction, event, Utc::now()).await?;
+    transaction.commit().await?;
+    Ok(node.state)
+}
+
+/// A host of the reserve pool, as `reserve pool list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolMember {
+    pub name: String,
+    pub state: NodeState,
+    /// Since when it has had no instances (`None`: busy, or parked already).
+    pub idle_since: Option<chrono::DateTime<Utc>>,
+    pub boot_mac: Option<String>,
+}
+
+/// The pool members, by name.
+pub async fn pool_list(db: &aos_db::DatabaseConnection) -> Result<Vec<PoolMember>, sea_orm::DbErr> {
+    Ok(node::Entity::find()
+        .filter(node::Column::PoolMember.eq(true))
+        .order_by_asc(node::Column::Name)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|member| PoolMember {
+            name: member.name,
+            state: member.state,
+            idle_since: member.idle_since,
+            boot_mac: member.boot_mac,
+        })
+        .collect())
 }
 
 /// `reserve add RESERVE --for MAIN [--priority P]`: `RESERVE` becomes a standby host (state
@@ -42,6 +174,7 @@ pub async fn add(
     reserve_name: &str,
     main_name: &str,
     priority: i32,
+    boot_mac: Option<aos_power::MacAddress>,
     actor: &str,
 ) -> Result<(), OperatorError> {
     if reserve_name == main_name {
@@ -98,6 +231,7 @@ pub async fn add(
     }
     .insert(&transaction)
     .await?;
+    set_boot_mac(&transaction, reserve.id, boot_mac).await?;
     transaction.commit().await?;
     Ok(())
 }

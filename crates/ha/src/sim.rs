@@ -63,6 +63,9 @@ struct SimHost {
     bmc_reachable: bool,
     /// The BMC refuses "power on" (the host's firmware or PSU failed): fencing still works.
     power_on_refused: bool,
+    /// A server the scheduler had already placed here lands when the host is disabled (the
+    /// race a reserve-pool parking must survive).
+    lands_when_disabled: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -96,6 +99,9 @@ struct State {
     next_id: u64,
     /// Calls per method, for tests and benchmarks.
     calls: BTreeMap<&'static str, u64>,
+    /// Power operations in order (`on h1`, `off h1`, `soft_off h1`, `pxe h1 <mac>`,
+    /// `pxe_done h1 <mac>`), for tests that check their order.
+    power_log: Vec<String>,
 }
 
 pub struct SimCloud {
@@ -132,6 +138,7 @@ impl SimCloud {
                 has_bmc,
                 bmc_reachable: true,
                 power_on_refused: false,
+                lands_when_disabled: None,
             },
         );
     }
@@ -224,6 +231,19 @@ impl SimCloud {
         if let Some(host) = self.lock().hosts.get_mut(host) {
             host.power_on_refused = true;
         }
+    }
+
+    /// A server named `server` that Nova's scheduler already placed on `host` lands there at
+    /// the moment the host is disabled.
+    pub fn land_when_disabled(&self, host: &str, server: &str) {
+        if let Some(host) = self.lock().hosts.get_mut(host) {
+            host.lands_when_disabled = Some(server.to_owned());
+        }
+    }
+
+    /// The power operations so far, in order.
+    pub fn power_log(&self) -> Vec<String> {
+        self.lock().power_log.clone()
     }
 
     pub fn host_names(&self) -> Vec<String> {
@@ -378,6 +398,11 @@ impl Cloud for SimCloud {
             return Err(CloudError::NotFound(format!("compute service {service_id}")));
         };
         host.enabled = enabled;
+        let landing = if enabled { None } else { host.lands_when_disabled.take() };
+        drop(state);
+        if let Some(server) = landing {
+            self.add_server(&server, &name, None, false);
+        }
         Ok(())
     }
 
@@ -547,7 +572,9 @@ impl Fencer for SimCloud {
         if was_running {
             tokio::time::sleep(self.settings.power_off_time).await;
         }
-        if let Some(host) = self.lock().hosts.get_mut(&target.node) {
+        let mut state = self.lock();
+        state.power_log.push(format!("off {}", target.node));
+        if let Some(host) = state.hosts.get_mut(&target.node) {
             host.running = false;
             host.heartbeat_reaches_nova = false;
         }
@@ -565,6 +592,30 @@ impl Fencer for SimCloud {
         _task_id: Option<&str>,
     ) -> Result<FenceReport, FenceError> {
         self.sim_power_on(target).await
+    }
+
+    async fn prepare_network_boot(
+        &self,
+        target: &FenceTarget,
+        boot_mac: &str,
+        _actor: &str,
+        _task_id: Option<&str>,
+    ) -> Result<(), FenceError> {
+        let mut state = self.lock();
+        match state.hosts.get(&target.node) {
+            Some(host) if host.has_bmc && host.bmc_reachable => {}
+            Some(host) if host.has_bmc => {
+                return Err(FenceError::Failed { node: target.node.clone(), reason: "BMC unreachable".into() });
+            }
+            _ => return Err(FenceError::NoPowerDevice(target.node.clone())),
+        }
+        state.power_log.push(format!("pxe {} {boot_mac}", target.node));
+        Ok(())
+    }
+
+    async fn finish_network_boot(&self, target: &FenceTarget, boot_mac: &str) -> Result<(), FenceError> {
+        self.lock().power_log.push(format!("pxe_done {} {boot_mac}", target.node));
+        Ok(())
     }
 }
 
@@ -588,6 +639,7 @@ impl SimCloud {
         if !reachable {
             return Err(FenceError::Failed { node: target.node.clone(), reason: "BMC unreachable".into() });
         }
+        self.lock().power_log.push(format!("on {}", target.node));
         if !was_running {
             tokio::time::sleep(self.settings.power_off_time).await;
             // The hypervisor boots; its nova-compute reports after a boot delay.

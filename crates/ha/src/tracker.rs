@@ -61,6 +61,8 @@ pub struct RoundReport {
     pub nodes: usize,
     pub observed: usize,
     pub down_now: usize,
+    /// Nodes whose agent has a recorded heartbeat that is stale (`agent_alive = Some(false)`).
+    pub agents_silent: Vec<String>,
     pub transitions: Vec<(String, NodeState, NodeState)>,
     pub recoveries: Vec<(String, String)>,
     pub held: Vec<(String, Hold)>,
@@ -97,12 +99,19 @@ pub async fn tracker_round(
     }
     let nodes = node::Entity::find().filter(node::Column::RemovedFromNova.eq(false)).all(&transaction).await?;
     let mut report = RoundReport { nodes: nodes.len(), observed: observations.len(), ..RoundReport::default() };
+    // The node agents' heartbeats as the controller agent recorded them: a node with a row runs
+    // an agent (alive until the row's `expires_at`); a node without one runs none (`None`).
+    let agents = aos_db::agent_liveness(&transaction, now).await?;
 
     // 1-2: verdicts and debounce.
     let mut after = Vec::with_capacity(nodes.len());
     for row in nodes {
         let nova = by_host.get(row.name.as_str()).copied();
-        let (verdict, why) = verdict(&Signals { nova, ..Signals::default() });
+        let agent_alive = agents.get(row.name.as_str()).copied();
+        if agent_alive == Some(false) {
+            report.agents_silent.push(row.name.clone());
+        }
+        let (verdict, why) = verdict(&Signals { nova, agent_alive, ..Signals::default() });
         let view = NodeView {
             name: row.name.clone(),
             state: row.state,
@@ -148,7 +157,7 @@ pub async fn tracker_round(
                     reason: next.reason.unwrap_or(why),
                     task_id: None,
                     details: json!({
-                        "verdict": verdict, "signal": why,
+                        "verdict": verdict, "signal": why, "agent_alive": agent_alive,
                         "down_observations": next.down_observations, "up_observations": next.up_observations,
                     }),
                 };
@@ -254,6 +263,8 @@ pub async fn tracker_round(
     transaction.commit().await?;
     report.cloud_call = cloud_call;
     report.total = started.elapsed();
+    metrics::histogram!("aos_tracker_round_duration_seconds").record(report.total.as_secs_f64());
+    metrics::gauge!("aos_tracker_down_now").set(report.down_now as f64);
     Ok(report)
 }
 
@@ -266,4 +277,79 @@ fn view_of(row: &node::Model) -> NodeView {
         is_reserve: row.is_reserve,
         evacuation_allowed: row.evacuation_allowed,
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use chrono::Duration as ChronoDuration;
+
+    use super::*;
+    use crate::sim::{SimCloud, SimSettings};
+
+    fn heartbeat(node: &str, expires_in: ChronoDuration) -> aos_db::ReceivedHeartbeat {
+        let now = Utc::now();
+        aos_db::ReceivedHeartbeat {
+            node: node.to_owned(),
+            message_id: uuid::Uuid::new_v4().to_string(),
+            sequence: 1,
+            sent_at: now,
+            received_at: now,
+            expires_at: now + expires_in,
+            facts: None,
+        }
+    }
+
+    /// Three hosts Nova reports down: one whose agent's heartbeat is fresh (its down is vetoed:
+    /// the node answers), one whose heartbeat is stale, one without an agent. The stale and the
+    /// agentless node are counted down, and only the stale one is reported as a silent agent.
+    async fn agent_heartbeats_feed_the_agent_signal(db: &aos_db::DatabaseConnection) -> anyhow::Result<()> {
+        aos_db::migrate_to(db, None).await?;
+        let sim = SimCloud::new(SimSettings {
+            call_latency: Duration::ZERO,
+            service_down_time: Duration::ZERO,
+            ..SimSettings::default()
+        });
+        for host in ["fresh", "stale", "none", "spare"] {
+            sim.add_host(host, false);
+        }
+        crate::cloud::sync_nodes_from(db, &sim, |_| true, "test").await?;
+        aos_db::record_agent_heartbeats(
+            db,
+            None,
+            &[heartbeat("fresh", ChronoDuration::seconds(60)), heartbeat("stale", ChronoDuration::seconds(-1))],
+        )
+        .await?;
+        let liveness = aos_db::agent_liveness(db, Utc::now()).await?;
+        assert_eq!(liveness.get("fresh"), Some(&true));
+        assert_eq!(liveness.get("stale"), Some(&false));
+        assert_eq!(liveness.get("none"), None);
+
+        for host in ["fresh", "stale", "none"] {
+            sim.kill(host);
+        }
+        let rules = TrackerRules {
+            mutex: 2,
+            mutex_up: 1,
+            max_down_hosts: 0,
+            allow_evacuate_host: true,
+            deny_evacuate: BTreeSet::new(),
+        };
+        let report = tracker_round(db, &sim, &rules, None, "test").await?;
+        assert_eq!(report.agents_silent, vec!["stale".to_owned()]);
+        let moved: BTreeSet<&str> = report.transitions.iter().map(|(node, ..)| node.as_str()).collect();
+        assert_eq!(moved, BTreeSet::from(["none", "stale"]), "{:?}", report.transitions);
+        let fresh = aos_db::find_node(db, "fresh").await?.expect("fresh node");
+        assert_eq!(fresh.state, NodeState::Up);
+
+        // The fresh agent falls silent: the next round counts that node down too.
+        aos_db::record_agent_heartbeats(db, None, &[heartbeat("fresh", ChronoDuration::seconds(-1))]).await?;
+        let report = tracker_round(db, &sim, &rules, None, "test").await?;
+        assert_eq!(report.agents_silent, vec!["fresh".to_owned(), "stale".to_owned()]);
+        assert!(report.transitions.iter().any(|(node, ..)| node == "fresh"), "{:?}", report.transitions);
+        Ok(())
+    }
+
+    aos_db::db_test_suite!(agent_heartbeats_feed_the_agent_signal);
 }

@@ -48,6 +48,8 @@ pub fn verdict(signals: &Signals<'_>) -> (Verdict, &'static str) {
     }
     if nova.forced_down {
         (Verdict::Down, "nova-compute is forced down")
+    } else if signals.agent_alive == Some(false) {
+        (Verdict::Down, "Nova reports nova-compute down and the node agent's heartbeat is stale")
     } else {
         (Verdict::Down, "Nova reports nova-compute down (no heartbeat)")
     }

@@ -449,7 +449,7 @@ async fn a_reserve_host_is_brought_up_when_the_others_cannot_hold_the_servers(
     let h = harness_with(db, settings, &["h1", "h2"], &["r1"]).await?;
     let aggregate = h.sim.add_aggregate("gold", &["h1", "h2"]);
     // r1 joined the node table through node sync; the operator made it h2's reserve.
-    aos_ha::reserve::add(&h.db, "r1", "h2", 10, "admin").await?;
+    aos_ha::reserve::add(&h.db, "r1", "h2", 10, None, "admin").await?;
     ensure!(h.node("r1").await?.state == NodeState::Reserve);
     h.sim.kill("h2");
     let started = h.rounds(3).await?;
@@ -493,7 +493,102 @@ async fn a_planned_shutdown_powers_the_host_off_and_evacuates_it_without_the_tra
     Ok(())
 }
 
+const POOL_MAC: &str = "52:54:00:a0:00:09";
+
+async fn an_idle_pool_member_is_parked_then_booted_over_pxe_when_capacity_is_short(
+    db: &DatabaseConnection,
+) -> anyhow::Result<()> {
+    // Two hosts of 8 GiB: h1 has 6 GiB free, h2's four evacuable servers need 8 GiB; p1 is
+    // empty and in the pool.
+    let settings = SimSettings { host_ram_mb: 8192, ..sim_settings() };
+    let h = harness_with(db, settings, &["h1", "h2", "p1"], &[]).await?;
+    let aggregate = h.sim.add_aggregate("gold", &["h1", "h2"]);
+    let mac: aos_power::MacAddress = POOL_MAC.parse().map_err(anyhow::Error::msg)?;
+    aos_ha::reserve::pool_add(&h.db, h.sim.as_ref(), "p1", Some(mac), "admin").await?;
+    let refused = aos_ha::reserve::pool_add(&h.db, &aos_ha::NoPowerDevices, "h1", None, "admin").await;
+    ensure!(refused.is_err(), "a host without a power device could not come back: refused");
+
+    // Idle for reserve_interval (0 here): parked.
+    let report = aos_ha::pool::pool_round(&h.db, h.sim.as_ref(), Duration::ZERO, None, "beat@test").await?;
+    ensure!(report.idle == ["p1"] && report.parks.len() == 1, "{report:?}");
+    let again = aos_ha::pool::pool_round(&h.db, h.sim.as_ref(), Duration::ZERO, None, "beat@test").await?;
+    ensure!(again.parks.is_empty(), "one park task per idle period: {again:?}");
+    let outcome = h.runner("worker@test").process_one(report.to_publish[0]).await?;
+    ensure!(outcome == ProcessOutcome::Succeeded, "{outcome:?}");
+    ensure!(h.node("p1").await?.state == NodeState::Reserve, "parked");
+    ensure!(!h.sim.is_enabled("p1") && !h.sim.is_running("p1"), "disabled in Nova and powered off");
+    // Parked and powered off, its nova-compute goes down: the tracker leaves it alone.
+    ensure!(h.rounds(4).await?.is_empty(), "no recovery of a parked host");
+
+    // h2 fails; h1 cannot hold its servers: the pool host is booted over PXE.
+    h.sim.kill("h2");
+    let started = h.rounds(3).await?;
+    ensure!(started.len() == 1, "{started:?}");
+    let outcome = h.runner("worker@test").process_one(started[0]).await?;
+    ensure!(outcome == ProcessOutcome::Succeeded, "{outcome:?}");
+    ensure!(h.node("p1").await?.state == NodeState::Up, "back in service");
+    ensure!(h.sim.is_running("p1") && h.sim.is_enabled("p1"));
+    ensure!(h.sim.aggregate_hosts(aggregate).contains("p1"), "placed in the failed host's aggregate");
+    ensure!(!servers_on(&h.sim, "p1").is_empty(), "it took some of the servers");
+    let log = h.sim.power_log();
+    let at = |entry: &str| log.iter().position(|line| line == entry);
+    let pxe = at(&format!("pxe p1 {POOL_MAC}")).context("PXE boot prepared")?;
+    let on = log.iter().rposition(|line| line == "on p1").context("powered on")?;
+    let done = at(&format!("pxe_done p1 {POOL_MAC}")).context("PXE file removed after boot")?;
+    ensure!(pxe < on && on < done, "PXE prepared, then power on, then PXE file removed: {log:?}");
+    ensure!(h.node("h2").await?.state == NodeState::Evacuated);
+    h.finish().await;
+    Ok(())
+}
+
+async fn a_pool_member_is_kept_in_service_while_busy_needed_or_given_a_server_meanwhile(
+    db: &DatabaseConnection,
+) -> anyhow::Result<()> {
+    let h = harness_with(db, sim_settings(), &["h1", "h2", "h3", "p1", "p2"], &[]).await?;
+    // h1 runs other-1: never idle.
+    for host in ["h1", "p1", "p2"] {
+        aos_ha::reserve::pool_add(&h.db, h.sim.as_ref(), host, None, "admin").await?;
+    }
+    let round = || aos_ha::pool::pool_round(&h.db, h.sim.as_ref(), Duration::ZERO, None, "beat@test");
+
+    // 1. A server the scheduler had placed on p1 lands as p1 is disabled: kept in service.
+    h.sim.land_when_disabled("p1", "late-1");
+    let report = round().await?;
+    ensure!(report.idle == ["p1", "p2"] && report.parks.len() == 2, "{report:?}");
+    let p1_task = report.parks.iter().find(|(node, _)| node == "p1").context("p1 park")?.1.parse()?;
+    let outcome = h.runner("worker@test").process_one(p1_task).await?;
+    ensure!(outcome == ProcessOutcome::Succeeded, "{outcome:?}");
+    ensure!(h.node("p1").await?.state == NodeState::Up, "not parked");
+    ensure!(h.sim.is_enabled("p1") && h.sim.is_running("p1"), "enabled again, never powered off");
+    ensure!(servers_on(&h.sim, "p1") == ["late-1"]);
+    ensure!(h.node("p1").await?.idle_since.is_none(), "idle clock reset");
+    ensure!(round().await?.idle == ["p2"], "p1 is busy now");
+
+    // 2. A recovery under way holds parking (its evacuations may need the idle host).
+    h.sim.kill("h2");
+    h.rounds(3).await?;
+    ensure!(h.node("h2").await?.state == NodeState::Down, "h2 confirmed down, recovery pending");
+    let fresh = aos_ha::pool::pool_round(&h.db, h.sim.as_ref(), Duration::ZERO, None, "beat@test").await?;
+    ensure!(fresh.parks.is_empty(), "no new park task while h2 is being recovered: {fresh:?}");
+    ensure!(fresh.held.iter().any(|(node, _)| node == "p2"), "{fresh:?}");
+    // p2's task, recorded before the failure, now finds a recovery under way: kept.
+    let p2_task = report.parks.iter().find(|(node, _)| node == "p2").context("p2 park")?.1.parse()?;
+    let outcome = h.runner("worker@test").process_one(p2_task).await?;
+    ensure!(outcome == ProcessOutcome::Succeeded, "{outcome:?}");
+    ensure!(h.node("p2").await?.state == NodeState::Up && h.sim.is_enabled("p2"), "p2 kept in service");
+    ensure!(h.node("h1").await?.state == NodeState::Up && h.sim.is_running("h1"), "h1 never parked");
+    let log = h.sim.power_log();
+    ensure!(
+        !log.iter().any(|line| line.starts_with("off ") && line != "off h2"),
+        "nothing but h2 powered off: {log:?}"
+    );
+    h.finish().await;
+    Ok(())
+}
+
 aos_db::db_test_suite!(
+    an_idle_pool_member_is_parked_then_booted_over_pxe_when_capacity_is_short,
+    a_pool_member_is_kept_in_service_while_busy_needed_or_given_a_server_meanwhile,
     a_planned_shutdown_powers_the_host_off_and_evacuates_it_without_the_tracker_interfering,
     with_auto_power_off_the_fenced_host_is_restarted_and_returns_to_service,
     a_host_that_does_not_come_back_stays_evacuated_and_forced_down,

@@ -231,11 +231,15 @@ impl JobRunner {
         span.record("kind", task.kind.as_str());
         span.record("attempt", claim.attempt);
 
+        let kind = task.kind.clone();
+        let started = std::time::Instant::now();
         let Some(handler) = self.handlers.get(&task.kind).cloned() else {
             let error = format!("no handler is registered for task kind {:?}", task.kind);
-            return self
+            let outcome = self
                 .finish(&claim, Finish::Failed { error: &error }, ProcessOutcome::Failed { error: error.clone() })
-                .await;
+                .await?;
+            record_run_metrics(kind, &outcome, started.elapsed());
+            return Ok(outcome);
         };
         tracing::info!("task started");
         let context = TaskContext::new(self.db.clone(), claim.clone(), task);
@@ -243,7 +247,7 @@ impl JobRunner {
             tracing::warn!("task was taken over by another worker or cancelled while running; abandoning this run");
             return Ok(ProcessOutcome::ClaimLost);
         };
-        match result {
+        let outcome = match result {
             Ok(value) => self.finish(&claim, Finish::Succeeded { result: &value }, ProcessOutcome::Succeeded).await,
             Err(TaskError::Fatal(error)) => {
                 self.finish(&claim, Finish::Failed { error: &error }, ProcessOutcome::Failed { error: error.clone() })
@@ -262,7 +266,9 @@ impl JobRunner {
                 )
                 .await
             }
-        }
+        }?;
+        record_run_metrics(kind, &outcome, started.elapsed());
+        Ok(outcome)
     }
 
     fn max_attempts(&self) -> i32 {
@@ -490,6 +496,22 @@ async fn keep_claim_alive(db: &DatabaseConnection, claim: &Claim, interval: Dura
             Err(error) => tracing::warn!(error = %format!("{error:#}"), "cannot refresh the task heartbeat"),
         }
     }
+}
+
+/// Prometheus metrics of one run of a task on this worker (exported by its `/metrics`):
+/// `aos_task_runs_total{kind,outcome}` and `aos_task_run_duration_seconds{kind,outcome}`
+/// (outcome: `succeeded`, `failed`, `retry`, `claim_lost`).
+fn record_run_metrics(kind: String, outcome: &ProcessOutcome, took: std::time::Duration) {
+    let outcome = match outcome {
+        ProcessOutcome::Succeeded => "succeeded",
+        ProcessOutcome::Failed { .. } => "failed",
+        ProcessOutcome::RetryLater { .. } => "retry",
+        ProcessOutcome::Skipped => "skipped",
+        ProcessOutcome::ClaimLost => "claim_lost",
+    };
+    metrics::histogram!("aos_task_run_duration_seconds", "kind" => kind.clone(), "outcome" => outcome)
+        .record(took.as_secs_f64());
+    metrics::counter!("aos_task_runs_total", "kind" => kind, "outcome" => outcome).increment(1);
 }
 
 #[cfg(test)]

@@ -401,6 +401,7 @@ impl OpenStackClient {
             };
             let latency_ms = started.elapsed().as_millis() as u64;
             let retry_delay = self.retry_delay(attempt);
+            record_call_metrics(request, started.elapsed(), outcome.as_ref().map(|(status, _, _)| *status));
             match outcome {
                 Ok((status, headers, body)) => {
                     tracing::debug!(
@@ -509,6 +510,32 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+/// Prometheus metrics of one HTTP attempt (exported by the daemons' `/metrics`):
+/// `aos_openstack_requests_total{service,method,code}` (code: `2xx`…`5xx`, or `transport`),
+/// `aos_openstack_request_duration_seconds{service,method}`, and
+/// `aos_openstack_errors_total{service,kind}` for 5xx answers, timeouts and connection failures.
+fn record_call_metrics(request: &ApiRequest, took: Duration, outcome: Result<reqwest::StatusCode, &reqwest::Error>) {
+    let service = request.service.name();
+    let method = request.method.as_str().to_owned();
+    metrics::histogram!("aos_openstack_request_duration_seconds", "service" => service, "method" => method.clone())
+        .record(took.as_secs_f64());
+    let code = match outcome {
+        Ok(status) => format!("{}xx", status.as_u16() / 100),
+        Err(_) => "transport".to_owned(),
+    };
+    metrics::counter!("aos_openstack_requests_total", "service" => service, "method" => method, "code" => code)
+        .increment(1);
+    let error_kind = match outcome {
+        Ok(status) if status.is_server_error() => Some("server_error"),
+        Ok(_) => None,
+        Err(error) if error.is_timeout() => Some("timeout"),
+        Err(_) => Some("connect"),
+    };
+    if let Some(kind) = error_kind {
+        metrics::counter!("aos_openstack_errors_total", "service" => service, "kind" => kind).increment(1);
+    }
 }
 
 #[cfg(test)]

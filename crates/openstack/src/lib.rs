@@ -21,6 +21,7 @@ mod auth;
 mod client;
 mod compute;
 mod error;
+mod identity;
 mod image;
 pub mod microversion;
 mod placement;
@@ -36,5 +37,8 @@ pub use compute::{
     Server, ServerFilter, ServerFlavor, ServerGroup, ServiceState, ServiceStatus,
 };
 pub use error::OpenStackError;
+pub use identity::{
+    CatalogServiceRecord, EndpointRecord, IdentityClient, IssuedToken, RegisterReport, ServiceRegistration, TokenInfo,
+};
 pub use placement::{Inventory, ProviderCapacity, ResourceCapacity, ResourceProvider};
 pub use settings::{AuthSettings, ClientOptions};

@@ -240,6 +240,45 @@ pub async fn schema_behind_scenario(binary: &str, database: &TestDatabase) -> an
     Ok(())
 }
 
+/// `GET /metrics` on a daemon started on a fresh database answers Prometheus text with the
+/// database figures (nodes by state, tasks, lease holders) and its role. The port is the
+/// daemon's `[<role>] status_port` (`[api] port` for the API).
+pub async fn metrics_scenario(binary: &str, role: &str, database: &TestDatabase) -> anyhow::Result<()> {
+    let db = database.connect_migrated().await?;
+    let scratch = Scratch::new()?;
+    let port = free_port()?;
+    let key = if role == "api" { "port" } else { "status_port" };
+    let config = scratch.write_config(&test_config(database, &format!("[{role}]\n{key} = {port}\n"))?)?;
+    let mut daemon = DaemonProcess::spawn(binary, &config, scratch.path().join(format!("{role}.log")))?;
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let body = wait_until(Duration::from_secs(60), "/metrics to answer with the database figures", || async {
+        Ok(match http_get(address, "/metrics").await {
+            Ok((200, body)) if body.lines().any(|line| line == "aos_database_up 1") => Some(body),
+            _ => None,
+        })
+    })
+    .await
+    .with_context(|| daemon.log())?;
+    let role_line = format!("aos_up{{role=\"{role}\"}} 1");
+    for expected in [
+        role_line.as_str(),
+        "# TYPE aos_nodes gauge",
+        "aos_nodes{state=\"up\"} 0",
+        "aos_reserve_pool_members 0",
+        "# TYPE aos_tasks gauge",
+        "# TYPE aos_alarms_open gauge",
+        "# TYPE aos_lease_holder gauge",
+    ] {
+        anyhow::ensure!(body.lines().any(|line| line == expected), "{expected:?} missing from /metrics:\n{body}");
+    }
+    daemon.sigterm()?;
+    let status = daemon.wait_exit(Duration::from_secs(30)).await?;
+    anyhow::ensure!(status.success(), "{role} exited with {status} after SIGTERM; log:\n{}", daemon.log());
+    db.close().await?;
+    delete_test_queues(database).await;
+    Ok(())
+}
+
 /// A minimal HTTP/1.1 GET over loopback for tests (no client crate needed): returns the status
 /// code and the body.
 pub async fn http_get(address: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
@@ -259,7 +298,8 @@ pub async fn http_get(address: std::net::SocketAddr, path: &str) -> anyhow::Resu
 }
 
 /// The process-level tests every daemon passes, generated for one binary and role: SIGTERM
-/// exits 0 and deregisters (SQLite and MariaDB), and a schema that is behind is refused.
+/// exits 0 and deregisters (SQLite and MariaDB), `/metrics` answers, and a schema that is
+/// behind is refused.
 #[macro_export]
 macro_rules! daemon_lifecycle_tests {
     ($binary:expr, $role:expr) => {
@@ -275,6 +315,12 @@ macro_rules! daemon_lifecycle_tests {
             let outcome = $crate::sigterm_scenario($binary, $role, &database).await;
             database.cleanup().await;
             outcome
+        }
+
+        #[tokio::test]
+        async fn the_daemon_serves_prometheus_metrics() -> anyhow::Result<()> {
+            let database = $crate::testing::TestDatabase::sqlite().await?;
+            $crate::metrics_scenario($binary, $role, &database).await
         }
 
         #[tokio::test]

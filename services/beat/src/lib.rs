@@ -129,6 +129,27 @@ pub async fn run(context: DaemonContext) -> anyhow::Result<()> {
                         }
                         Err(error) => tracing::warn!(error = %format!("{error:#}"), "node sync failed"),
                     }
+                    // The powered-off reserve pool: idle members are parked by a worker task.
+                    let cloud = aos_ha::OpenStackCloud::new(client.clone());
+                    let lease = Some((LEASE_NAME, grant.generation));
+                    match aos_ha::pool::pool_round(&context.db, &cloud, node_sync.reserve_interval, lease, &actor).await {
+                        Ok(report) => {
+                            for (node, task_id) in &report.parks {
+                                tracing::info!(%node, %task_id, "idle pool member: parking it in the powered-off reserve pool");
+                            }
+                            for (node, why) in &report.held {
+                                tracing::info!(%node, %why, "idle pool member kept in service");
+                            }
+                            if let Some(queue) = queue.get() {
+                                for task_id in &report.to_publish {
+                                    if let Err(error) = queue.publish(*task_id).await {
+                                        tracing::warn!(%task_id, error = %format!("{error:#}"), "park task recorded but not published; the sweep will publish it");
+                                    }
+                                }
+                            }
+                        }
+                        Err(error) => tracing::warn!(error = %format!("{error:#}"), "reserve pool round failed"),
+                    }
                 }
                 let storage_sync = &context.config.storage_sync;
                 if let Some(grant) = grant.filter(LeaseGrant::is_valid)

@@ -84,6 +84,16 @@ impl Counters {
         Self::add(&self.malformed, outcome.inserted_malformed);
         Self::add(&self.unknown, outcome.inserted_unknown);
         Self::add(&self.batches, 1);
+        // Exported by the listener's `/metrics`: notifications recorded once, duplicates
+        // (redelivered, already recorded), malformed and unknown event types (kept raw).
+        for (outcome, count) in [
+            ("recorded", outcome.inserted),
+            ("duplicate", outcome.duplicates),
+            ("malformed", outcome.inserted_malformed),
+            ("unknown", outcome.inserted_unknown),
+        ] {
+            metrics::counter!("aos_notifications_consumed_total", "outcome" => outcome).increment(count as u64);
+        }
     }
 }
 

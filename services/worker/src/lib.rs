@@ -1,7 +1,7 @@
 //! `aos-cloud-manager-worker`: executes jobs (fence, force-down, evacuate, live-migrate, power
 //! actions). Every controller runs one; they compete for tasks from the job queue (RabbitMQ,
 //! or apalis-sqlite on the embedded default) through `aos_jobs::JobRunner`; docs/adr/0004-jobs.md.
-//! The task kinds (fence, evacuate, ...) are registered by the issues that build them; a task
+//! Task kinds: `recover_node`, `park_node` (aos-ha), `balance_aggregate` (aos-balance); a task
 //! of a kind this build does not know fails with a clear error and is dead-lettered.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -38,7 +38,8 @@ pub async fn run(context: DaemonContext) -> anyhow::Result<()> {
     context.readiness.set(CHECK, CheckState::Ok);
     // Keystone/Nova may be down at start: tasks that need them retry until connected.
     let cloud = aos_ha::LazyCloud::new();
-    let openstack_task = tokio::spawn(connect_openstack(context.clone(), cloud.clone()));
+    let client = Arc::new(tokio::sync::OnceCell::new());
+    let openstack_task = tokio::spawn(connect_openstack(context.clone(), cloud.clone(), client.clone()));
     let recovery = aos_ha::Recovery {
         db: context.db.clone(),
         cloud: Arc::new(cloud),
@@ -54,8 +55,13 @@ pub async fn run(context: DaemonContext) -> anyhow::Result<()> {
             context.config.worker.concurrency as usize,
         ),
         recovery,
-    )
-    .with_settings(runner_settings(&context.config));
+    );
+    let balancing = aos_balance::ExecuteSettings {
+        migration_retries: context.config.balancing.migration_retries,
+        ..aos_balance::ExecuteSettings::default()
+    };
+    let runner = aos_balance::register_tasks_when_connected(runner, client, balancing)
+        .with_settings(runner_settings(&context.config));
     tracing::info!(
         queue = queue.queue_name(),
         concurrency = context.config.worker.concurrency,
@@ -91,8 +97,13 @@ pub fn runner_settings(config: &aos_config::Config) -> RunnerSettings {
 }
 
 /// Connects to OpenStack in the background, then hands the client to the tasks.
-async fn connect_openstack(context: DaemonContext, cloud: aos_ha::LazyCloud) {
+async fn connect_openstack(
+    context: DaemonContext,
+    cloud: aos_ha::LazyCloud,
+    cell: Arc<tokio::sync::OnceCell<aos_openstack::OpenStackClient>>,
+) {
     if let Some(client) = aos_ha::daemon::connect_openstack(&context).await {
+        let _ = cell.set(client.clone());
         cloud.set(Arc::new(aos_ha::OpenStackCloud::new(client)));
     }
 }

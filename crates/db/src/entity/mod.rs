@@ -7,6 +7,7 @@
 //! open-ended vocabularies (event kinds, drivers, alarm kinds) stay strings so that adding a
 //! word does not need a migration.
 
+pub mod agent_heartbeat;
 pub mod alarm;
 pub mod audit_log;
 pub mod availability_storage;

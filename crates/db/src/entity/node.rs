@@ -32,6 +32,13 @@ pub struct Model {
     pub up_observations: i32,
     /// Nova no longer lists this host; the row is kept for its history.
     pub removed_from_nova: bool,
+    /// An operator allowed this host into the powered-off reserve pool (`reserve pool add`):
+    /// idle for `[node_sync] reserve_interval`, it is disabled and powered off.
+    pub pool_member: bool,
+    /// When the beat first saw this pool member without instances; `None` while it has some.
+    pub idle_since: Option<DateTimeUtc>,
+    /// The MAC address this host boots from over PXE when it is brought up as a reserve.
+    pub boot_mac: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
     #[sea_orm(has_many)]

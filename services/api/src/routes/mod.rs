@@ -1,0 +1,62 @@
+//! The `/v1` resources, one module per resource family; every handler asks the policy for its
+//! action first, then calls the domain crates.
+
+pub(crate) mod nodes;
+pub(crate) mod resources;
+
+use crate::AppState;
+use crate::error::ApiError;
+use axum::Router;
+use axum::routing::{get, post};
+
+pub(crate) fn v1_routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/nodes", get(nodes::list))
+        .route("/v1/nodes/{name}", get(nodes::show))
+        .route("/v1/nodes/{name}/history", get(nodes::history))
+        .route("/v1/nodes/{name}/power", get(nodes::power_status))
+        .route("/v1/nodes/{name}/action", post(nodes::action))
+        .route("/v1/power-devices", get(resources::power_devices))
+        .route("/v1/power-devices/{name}", get(resources::power_device))
+        .route("/v1/reserve-bindings", get(resources::reserve_bindings))
+        .route("/v1/storages", get(resources::storages))
+        .route("/v1/tasks", get(resources::tasks))
+        .route("/v1/tasks/{id}", get(resources::task))
+        .route("/v1/events", get(resources::events))
+        .route("/v1/alarms", get(resources::alarms))
+}
+
+/// The page size of a list request: the asked `limit` capped at `[api] max_limit` (as Nova
+/// caps), which is also the size when none is asked. Zero is refused.
+pub(crate) fn page_limit(limit: Option<u64>, max_limit: u32) -> Result<u64, ApiError> {
+    match limit {
+        Some(0) => Err(ApiError::BadRequest("invalid query parameter `limit`: must be at least 1".into())),
+        Some(limit) => Ok(limit.min(u64::from(max_limit))),
+        None => Ok(u64::from(max_limit)),
+    }
+}
+
+/// The `<collection>_links` of a page: a `next` link when the page is full, keeping the
+/// request's filters (`query`, the original query string) with the new marker.
+pub(crate) fn next_links(
+    path: &str,
+    query: Option<&str>,
+    limit: u64,
+    returned: usize,
+    last_marker: Option<&str>,
+) -> serde_json::Value {
+    match last_marker {
+        Some(marker) if returned as u64 == limit => {
+            let mut serializer = url::form_urlencoded::Serializer::new(String::new());
+            for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+                if key != "limit" && key != "marker" {
+                    serializer.append_pair(&key, &value);
+                }
+            }
+            serializer.append_pair("limit", &limit.to_string());
+            serializer.append_pair("marker", marker);
+            serde_json::json!([{ "rel": "next", "href": format!("{path}?{}", serializer.finish()) }])
+        }
+        _ => serde_json::json!([]),
+    }
+}
