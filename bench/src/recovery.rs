@@ -403,7 +403,7 @@ async fn run_floor(client: &OpenStackClient, server_ids: &Arc<Mutex<Vec<String>>
     client.set_forced_down(&service.id, true).await?;
     let forced_down = Utc::now();
     let on_victim = client
-        .servers(&ServerFilter { host: Some(VICTIM.to_owned()), all_tenants: true })
+        .servers(&ServerFilter { host: Some(VICTIM.to_owned()), all_tenants: true, ..ServerFilter::default() })
         .await?
         .into_iter()
         .map(|server| server.id)
@@ -441,7 +441,7 @@ async fn watch_back(client: OpenStackClient, ids: Vec<String>, killed: DateTime<
     let wanted: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
     loop {
         let at = Utc::now();
-        let servers = client.servers(&ServerFilter { host: None, all_tenants: true }).await;
+        let servers = client.servers(&ServerFilter { host: None, all_tenants: true, ..ServerFilter::default() }).await;
         let back = match &servers {
             Ok(servers) => servers
                 .iter()
@@ -504,7 +504,8 @@ async fn boot(
             }
         }
         let ids = server_ids.lock().expect("server ids").clone();
-        let servers = client.servers(&ServerFilter { host: None, all_tenants: true }).await?;
+        let servers =
+            client.servers(&ServerFilter { host: None, all_tenants: true, ..ServerFilter::default() }).await?;
         let states: BTreeMap<&str, (&str, bool, Option<&str>)> = servers
             .iter()
             .map(|s| (s.id.as_str(), (s.status.as_str(), s.task_state.is_none(), s.host.as_deref())))

@@ -5,7 +5,7 @@
 //! so the decision code is the same against the real Nova, the simulated cloud of the demo
 //! and the benchmark, and whatever is added later.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -16,6 +16,10 @@ use aos_openstack::{MigrationFilter, MigrationType, OpenStackClient, OpenStackEr
 /// The server metadata key holding a server's recovery priority: `0` = never evacuate
 /// automatically, `10` = first; absent or not a number = `[host_tasks] recovery_priority`.
 pub const RECOVERY_PRIORITY_KEY: &str = "aos:recovery_priority";
+
+/// How far before the failure [`OpenStackCloud::servers_now`] lists changed servers: the
+/// failure time is our clock, `changes-since` compares with Nova's database clock.
+pub const CHANGES_SINCE_MARGIN: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
 /// Nova's view of one nova-compute service, as observed in one bulk call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +128,22 @@ pub trait Cloud: Send + Sync + 'static {
     /// The servers Nova places on `host`, across projects.
     async fn servers_on_host(&self, host: &str) -> Result<Vec<CloudServer>, CloudError>;
     async fn server(&self, server_id: &str) -> Result<CloudServer, CloudError>;
+    /// The servers `ids` as the cloud sees them now, each with its own answer (a deleted
+    /// server is `NotFound`). This default asks for each one; a cloud that can list the servers
+    /// changed since `since` in one call (Nova's `changes-since`) does that and asks only for the
+    /// servers that listing does not hold.
+    async fn servers_now(
+        &self,
+        ids: &[String],
+        since: DateTime<Utc>,
+    ) -> BTreeMap<String, Result<CloudServer, CloudError>> {
+        let _ = since;
+        let mut answers = BTreeMap::new();
+        for id in ids {
+            answers.insert(id.clone(), self.server(id).await);
+        }
+        answers
+    }
     /// Rebuilds the server on another host chosen by the scheduler, keeping its state
     /// (a stopped server stays stopped).
     async fn evacuate(&self, server_id: &str) -> Result<(), CloudError>;
@@ -235,12 +255,52 @@ impl Cloud for OpenStackCloud {
     }
 
     async fn servers_on_host(&self, host: &str) -> Result<Vec<CloudServer>, CloudError> {
-        let filter = ServerFilter { host: Some(host.to_owned()), all_tenants: true };
+        let filter = ServerFilter { host: Some(host.to_owned()), all_tenants: true, ..ServerFilter::default() };
         Ok(self.client.servers(&filter).await?.into_iter().map(cloud_server).collect())
     }
 
     async fn server(&self, server_id: &str) -> Result<CloudServer, CloudError> {
         Ok(cloud_server(self.client.server(server_id).await?))
+    }
+
+    /// One `GET /servers/detail?all_tenants=1&changes-since=…` for every server touched since
+    /// `since` (less [`CHANGES_SINCE_MARGIN`] for clock differences with Nova's database); a
+    /// server that listing does not hold (untouched since, or the listing failed) is asked for
+    /// on its own.
+    async fn servers_now(
+        &self,
+        ids: &[String],
+        since: DateTime<Utc>,
+    ) -> BTreeMap<String, Result<CloudServer, CloudError>> {
+        let wanted: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+        let mut answers = BTreeMap::new();
+        let filter = ServerFilter {
+            all_tenants: true,
+            changes_since: Some(since - CHANGES_SINCE_MARGIN),
+            ..ServerFilter::default()
+        };
+        match self.client.servers(&filter).await {
+            Ok(changed) => {
+                for server in changed.into_iter().filter(|server| wanted.contains(server.id.as_str())) {
+                    let id = server.id.clone();
+                    let answer = if server.status == "DELETED" {
+                        Err(CloudError::NotFound(format!("server {id} was deleted")))
+                    } else {
+                        Ok(cloud_server(server))
+                    };
+                    answers.insert(id, answer);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "listing the servers changed since the failure failed; asking one by one")
+            }
+        }
+        for id in ids {
+            if !answers.contains_key(id) {
+                answers.insert(id.clone(), self.server(id).await);
+            }
+        }
+        answers
     }
 
     async fn evacuate(&self, server_id: &str) -> Result<(), CloudError> {
@@ -364,6 +424,17 @@ impl Cloud for LazyCloud {
 
     async fn server(&self, server_id: &str) -> Result<CloudServer, CloudError> {
         self.get()?.server(server_id).await
+    }
+
+    async fn servers_now(
+        &self,
+        ids: &[String],
+        since: DateTime<Utc>,
+    ) -> BTreeMap<String, Result<CloudServer, CloudError>> {
+        match self.get() {
+            Ok(cloud) => cloud.servers_now(ids, since).await,
+            Err(error) => ids.iter().map(|id| (id.clone(), Err(error.clone()))).collect(),
+        }
     }
 
     async fn evacuate(&self, server_id: &str) -> Result<(), CloudError> {

@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 use aos_db::entity::{NodeState, node};
 use aos_jobs::{TaskContext, TaskError};
 
-use crate::cloud::{Cloud, CloudError, CloudServer};
+use crate::cloud::{Cloud, CloudError, CloudServer, EvacuationRecord};
 use crate::fence::{FenceError, FenceTarget, Fencer};
 use crate::isolation::{IsolationSettings, IsolationVerdict, StateFiles};
 use crate::plan::{EvacuationPlan, PlannedServer};
@@ -180,17 +180,20 @@ impl Recovery {
             .flat_map(|group| group.servers.iter().map(move |server| (server.id.clone(), group.priority)))
             .collect();
         for group in &plan.groups {
-            let requests =
-                futures::stream::iter(group.servers.clone())
-                    .map(|server: PlannedServer| {
-                        let (ctx, host, input) = (ctx.clone(), node.name.clone(), input.clone());
-                        async move {
-                            ctx.step("evacuate", &server.id, || self.request_evacuation(&host, &input, &server)).await
-                        }
-                    })
-                    .buffer_unordered(self.settings.concurrency.max(1))
-                    .collect::<Vec<_>>()
-                    .await;
+            let snapshot = tokio::sync::OnceCell::new();
+            let requests = futures::stream::iter(group.servers.clone())
+                .map(|server: PlannedServer| {
+                    let (ctx, host, input, snapshot) = (ctx.clone(), node.name.clone(), input.clone(), &snapshot);
+                    async move {
+                        ctx.step("evacuate", &server.id, || {
+                            self.request_evacuation(&host, &input, &server, snapshot, &group.servers)
+                        })
+                        .await
+                    }
+                })
+                .buffer_unordered(self.settings.concurrency.max(1))
+                .collect::<Vec<_>>()
+                .await;
             for request in requests {
                 request?;
             }
@@ -803,14 +806,26 @@ impl Recovery {
         }
     }
 
-    /// Asks Nova to evacuate `server` unless that already happened in this incident.
+    /// Asks Nova to evacuate `server` unless that already happened in this incident (checked
+    /// on the group's snapshot, taken once when the group's first step runs).
     async fn request_evacuation(
         &self,
         host: &str,
         input: &RecoverNode,
         server: &PlannedServer,
+        snapshot: &tokio::sync::OnceCell<Option<GroupSnapshot>>,
+        group: &[PlannedServer],
     ) -> Result<EvacuationRequest, TaskError> {
-        if let Some(note) = self.already_evacuating(host, input, &server.id).await? {
+        let known = snapshot.get_or_init(|| self.group_snapshot(host, input, group)).await;
+        let already = match known.as_ref().and_then(|known| known.servers.get(&server.id).map(|answer| (known, answer)))
+        {
+            Some((known, answer)) => match moved_or_gone(host, answer)? {
+                Some(note) => Some(note),
+                None => recorded_evacuation(&known.records, &server.id),
+            },
+            None => self.already_evacuating(host, input, &server.id).await?,
+        };
+        if let Some(note) = already {
             return Ok(EvacuationRequest { requested: false, requests: 0, note });
         }
         let mut requests = 0;
@@ -838,7 +853,7 @@ impl Recovery {
         }
     }
 
-    /// `Some(why)` when the server needs no evacuation request now.
+    /// `Some(why)` when the server needs no evacuation request now (asks Nova for it).
     async fn already_evacuating(
         &self,
         host: &str,
@@ -846,19 +861,26 @@ impl Recovery {
         server_id: &str,
     ) -> Result<Option<String>, TaskError> {
         let server = self.cloud.server(server_id).await;
-        match server {
-            Err(CloudError::NotFound(_)) => return Ok(Some("the server no longer exists".into())),
-            Err(error) => return Err(cloud_error(error)),
-            Ok(server) if server.host.as_deref() != Some(host) => {
-                return Ok(Some(format!("already on {}", server.host.as_deref().unwrap_or("no host"))));
-            }
-            Ok(_) => {}
+        if let Some(note) = moved_or_gone(host, &server)? {
+            return Ok(Some(note));
         }
         let records = self.cloud.evacuations_from(host, input.down_since).await.map_err(cloud_error)?;
-        Ok(records
-            .iter()
-            .find(|record| record.server_id == server_id && !record.failed())
-            .map(|record| format!("an evacuation is already recorded by Nova ({})", record.status)))
+        Ok(recorded_evacuation(&records, server_id))
+    }
+
+    /// What Nova says of a group's servers and of the host's evacuations, asked once for the
+    /// group (two calls instead of two per server) when its first evacuation step runs; `None`
+    /// when asking failed (each step then asks for its own server).
+    async fn group_snapshot(&self, host: &str, input: &RecoverNode, group: &[PlannedServer]) -> Option<GroupSnapshot> {
+        let ids: Vec<String> = group.iter().map(|server| server.id.clone()).collect();
+        let servers = self.cloud.servers_now(&ids, input.down_since).await;
+        match self.cloud.evacuations_from(host, input.down_since).await {
+            Ok(records) => Some(GroupSnapshot { servers, records }),
+            Err(error) => {
+                tracing::warn!(error = %error, "reading Nova's evacuation records failed; checking server by server");
+                None
+            }
+        }
     }
 
     /// Polls the servers until each is on another host in its expected state, failed for
@@ -878,6 +900,10 @@ impl Recovery {
         while !pending.is_empty() {
             polls += 1;
             let ids: Vec<String> = pending.keys().cloned().collect();
+            // One bulk answer per poll (Nova: the servers changed since the failure), and
+            // Nova's evacuation records of the host at most once per poll, for stragglers.
+            let mut answers = self.cloud.servers_now(&ids, input.down_since).await;
+            let mut records: Option<Vec<EvacuationRecord>> = None;
             for id in ids {
                 let planned = pending[&id];
                 let priority = priorities.get(&id).copied().unwrap_or(0);
@@ -890,7 +916,10 @@ impl Recovery {
                     status: server.map(|s| s.status.clone()).unwrap_or_default(),
                     detail,
                 };
-                match self.cloud.server(&id).await {
+                let answer = answers
+                    .remove(&id)
+                    .unwrap_or_else(|| Err(CloudError::Other(format!("the cloud did not answer for server {id}"))));
+                match answer {
                     Err(CloudError::NotFound(_)) => {
                         outcomes.insert(id.clone(), outcome(true, None, "deleted meanwhile".into()));
                         pending.remove(&id);
@@ -919,12 +948,21 @@ impl Recovery {
                         } else if !moved && server.task_state.is_none() {
                             // Not evacuated yet and nothing under way: an earlier request may
                             // have been refused; ask once more if Nova has no record of it.
-                            if let Ok(None) = self.already_evacuating(host, input, &id).await {
-                                let used = retries.entry(id.clone()).or_insert(0);
-                                if *used < self.settings.evacuation_retries {
-                                    *used += 1;
-                                    let _ = self.cloud.evacuate(&id).await;
+                            if records.is_none() {
+                                match self.cloud.evacuations_from(host, input.down_since).await {
+                                    Ok(found) => records = Some(found),
+                                    Err(error) => {
+                                        tracing::warn!(error = %error, "reading Nova's evacuation records failed");
+                                        continue;
+                                    }
                                 }
+                            }
+                            let recorded =
+                                records.iter().flatten().any(|record| record.server_id == id && !record.failed());
+                            let used = retries.entry(id.clone()).or_insert(0);
+                            if !recorded && *used < self.settings.evacuation_retries {
+                                *used += 1;
+                                let _ = self.cloud.evacuate(&id).await;
                             }
                         }
                     }
@@ -1003,4 +1041,31 @@ impl Recovery {
         .await
         .map_err(retryable)
     }
+}
+
+/// Nova's answers about one evacuation group, asked once (see `Recovery::group_snapshot`).
+struct GroupSnapshot {
+    servers: BTreeMap<String, Result<CloudServer, CloudError>>,
+    records: Vec<EvacuationRecord>,
+}
+
+/// `Some(why)` when the server is no longer on `host` (or no longer exists): it needs no
+/// evacuation request.
+fn moved_or_gone(host: &str, server: &Result<CloudServer, CloudError>) -> Result<Option<String>, TaskError> {
+    match server {
+        Err(CloudError::NotFound(_)) => Ok(Some("the server no longer exists".into())),
+        Err(error) => Err(cloud_error(error.clone())),
+        Ok(server) if server.host.as_deref() != Some(host) => {
+            Ok(Some(format!("already on {}", server.host.as_deref().unwrap_or("no host"))))
+        }
+        Ok(_) => Ok(None),
+    }
+}
+
+/// `Some(why)` when Nova already records an evacuation of the server that did not fail.
+fn recorded_evacuation(records: &[EvacuationRecord], server_id: &str) -> Option<String> {
+    records
+        .iter()
+        .find(|record| record.server_id == server_id && !record.failed())
+        .map(|record| format!("an evacuation is already recorded by Nova ({})", record.status))
 }

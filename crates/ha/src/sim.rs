@@ -455,6 +455,27 @@ impl Cloud for SimCloud {
             .ok_or_else(|| CloudError::NotFound(format!("server {server_id}")))
     }
 
+    /// One call for all of them, as Nova's `changes-since` listing is.
+    async fn servers_now(
+        &self,
+        ids: &[String],
+        _since: chrono::DateTime<chrono::Utc>,
+    ) -> BTreeMap<String, Result<CloudServer, CloudError>> {
+        self.call("servers_now").await;
+        let mut state = self.lock();
+        settle(&mut state);
+        ids.iter()
+            .map(|id| {
+                let answer = state
+                    .servers
+                    .get(id)
+                    .map(|server| view(id, server))
+                    .ok_or_else(|| CloudError::NotFound(format!("server {id}")));
+                (id.clone(), answer)
+            })
+            .collect()
+    }
+
     async fn evacuate(&self, server_id: &str) -> Result<(), CloudError> {
         self.call("evacuate").await;
         let mut state = self.lock();

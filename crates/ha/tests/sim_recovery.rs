@@ -169,8 +169,21 @@ async fn a_dead_host_is_confirmed_after_mutex_rounds_fenced_forced_down_and_evac
     ensure!(started.len() == 1, "the third round confirms and starts one recovery: {started:?}");
     ensure!(h.rounds(2).await?.is_empty(), "later rounds do not start a second recovery");
 
+    let before = h.sim.calls();
     let outcome = h.runner("worker@test").process_one(started[0]).await?;
     ensure!(outcome == ProcessOutcome::Succeeded, "{outcome:?}");
+    // Nova is asked about the servers in bulk: the idempotency checks once per group, the
+    // polls once per round — never one GET per server, nor one evacuation listing per server.
+    let calls =
+        |name: &str, calls: &std::collections::BTreeMap<&'static str, u64>| calls.get(name).copied().unwrap_or(0);
+    let after = h.sim.calls();
+    let (single, bulk, listings) = (
+        calls("server", &after) - calls("server", &before),
+        calls("servers_now", &after) - calls("servers_now", &before),
+        calls("evacuations_from", &after) - calls("evacuations_from", &before),
+    );
+    ensure!(single == 0 && bulk > 0, "{single} single-server calls, {bulk} bulk calls");
+    ensure!(listings == 2, "one evacuation listing per group (2 groups, 4 servers), not per server: {listings}");
     ensure!(h.node("h2").await?.state == NodeState::Evacuated);
     ensure!(
         servers_on(&h.sim, "h2") == ["pinned-1"],

@@ -164,6 +164,9 @@ pub struct ServerFilter {
     pub host: Option<String>,
     /// Servers of every project, not only the token's (admin).
     pub all_tenants: bool,
+    /// Only servers changed (status, task, host, …) at or after this time; Nova then also
+    /// lists servers deleted since, with status `DELETED`.
+    pub changes_since: Option<DateTime<Utc>>,
 }
 
 /// What [`OpenStackClient::create_server`] boots. Used by tests and benchmarks; the HA suite
@@ -395,6 +398,9 @@ impl OpenStackClient {
         }
         if let Some(host) = &filter.host {
             request = request.query("host", host.clone());
+        }
+        if let Some(since) = &filter.changes_since {
+            request = request.query("changes-since", format_timestamp(since));
         }
         let raw: Vec<RawServer> = self.paged(request, "servers", |server: &RawServer| server.id.clone()).await?;
         Ok(raw.into_iter().map(Server::from).collect())

@@ -112,21 +112,35 @@ async fn servers_of_another_project_are_listed_by_host_and_a_live_migration_is_r
     let booted = wait_for_status(&admin, &server_id, "ACTIVE").await;
     assert_eq!(booted.host.as_deref(), Some(source.as_str()));
 
-    let on_source = admin.servers(&ServerFilter { host: Some(source.clone()), all_tenants: true }).await.unwrap();
+    let on_source = admin
+        .servers(&ServerFilter { host: Some(source.clone()), all_tenants: true, ..ServerFilter::default() })
+        .await
+        .unwrap();
     let listed = on_source.iter().find(|server| server.id == server_id).expect("listed on its host");
     assert_eq!(listed.vm_state.as_deref(), Some("active"));
     assert_eq!(listed.power_state, aos_openstack::PowerState::Running);
     assert_eq!(listed.flavor.as_ref().map(|flavor| (flavor.ram_mb, flavor.vcpus)), Some((64, 1)));
     assert_eq!(listed.metadata.get("recovery_priority").map(String::as_str), Some("7"));
     assert_ne!(listed.tenant_id, None);
-    let own_project_only =
-        admin.servers(&ServerFilter { host: Some(source.clone()), all_tenants: false }).await.unwrap();
+    let own_project_only = admin
+        .servers(&ServerFilter { host: Some(source.clone()), all_tenants: false, ..ServerFilter::default() })
+        .await
+        .unwrap();
     assert!(
         !own_project_only.iter().any(|server| server.id == server_id),
         "another project's server needs all_tenants"
     );
-    let elsewhere = admin.servers(&ServerFilter { host: Some(destination.clone()), all_tenants: true }).await.unwrap();
+    let elsewhere = admin
+        .servers(&ServerFilter { host: Some(destination.clone()), all_tenants: true, ..ServerFilter::default() })
+        .await
+        .unwrap();
     assert!(!elsewhere.iter().any(|server| server.id == server_id));
+    let changed_since =
+        |since| ServerFilter { all_tenants: true, changes_since: Some(since), ..ServerFilter::default() };
+    let changed = admin.servers(&changed_since(started_at)).await.unwrap();
+    assert!(changed.iter().any(|server| server.id == server_id), "changed since the test started");
+    let later = admin.servers(&changed_since(Utc::now() + chrono::TimeDelta::hours(1))).await.unwrap();
+    assert!(!later.iter().any(|server| server.id == server_id), "not changed since a time to come");
 
     assert_eq!(admin.server(&server_id).await.unwrap().server_groups, Some(vec![group.id.clone()]));
     let groups = admin.server_groups().await.unwrap();
