@@ -1,12 +1,14 @@
 //! RabbitMQ for aos-cloud-manager: the only crate that knows lapin. It owns connecting with
 //! exponential backoff (a broker restart must never crash a daemon), the topology
 //! (exchanges, queues, bindings) declared in one place ([`topology`]), consuming in batches
-//! acknowledged after the work is durable ([`consume`]), and publishing with pipelined
-//! publisher confirms ([`publish`]).
+//! acknowledged after the work is durable ([`consume`]), publishing with pipelined
+//! publisher confirms ([`publish`]), and small authenticated messages on a topic exchange
+//! ([`topic`], the agent's transport).
 
 pub mod backoff;
 pub mod consume;
 pub mod publish;
+pub mod topic;
 pub mod topology;
 
 use lapin::ConnectionProperties;
@@ -17,6 +19,7 @@ pub use lapin;
 /// A broker connection (lapin's), so that callers need not name lapin.
 pub use lapin::Connection;
 pub use publish::{ConfirmedPublisher, PublishError};
+pub use topic::{TopicBus, TopicMessage, TopicPublishError, TopicStream};
 pub use topology::{
     DeclareReport, TopicSubscription, declare_topic_subscription, delete_topic_subscription, queue_depth,
 };

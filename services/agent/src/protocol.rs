@@ -205,14 +205,9 @@ pub struct Heartbeat {
     pub facts: NodeFacts,
 }
 
-/// A delivery as it came off the broker, before validation.
-#[derive(Debug, Clone)]
-pub struct Incoming {
-    pub routing_key: String,
-    /// The broker-validated AMQP `user_id` property, if the sender set one.
-    pub user_id: Option<String>,
-    pub body: Vec<u8>,
-}
+/// A delivery as it came off the broker, before validation (routing key, the
+/// broker-validated AMQP `user_id` if the sender set one, body).
+pub use aos_bus::TopicMessage as Incoming;
 
 /// Why a message was dropped. Logged (with the routing key and user) and counted, never
 /// answered: answering a forged message would help the forger.
