@@ -83,6 +83,9 @@ enum Command {
     /// Balancing of host aggregates by live migration: preview (dry run) or run.
     #[command(subcommand)]
     Balance(commands::balance::BalanceCommand),
+    /// DRS: audits (recommendations of the planner or OpenStack Watcher) and action plans.
+    #[command(subcommand)]
+    Drs(commands::drs::DrsCommand),
     /// Run all five roles in one process on the embedded default (SQLite, no broker needed).
     AllInOne(commands::all_in_one::AllInOneArgs),
     /// The main job, shown live on a simulated cloud with the embedded database: a host dies,
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
         Command::Agent(command) => commands::agent::run(&cli.common, command),
         Command::Keystone(command) => commands::keystone::run(&cli.common, command),
         Command::Balance(command) => commands::balance::run(&cli.common, command),
+        Command::Drs(command) => commands::drs::run(&cli.common, command),
         Command::AllInOne(args) => commands::all_in_one::run(&cli.common, args),
         Command::Demo(args) => commands::demo::run(args),
     };

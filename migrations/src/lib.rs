@@ -19,6 +19,7 @@ mod m0005_events_alarms_audit;
 mod m0006_coordination;
 mod m0007_reserve_pool;
 mod m0008_agent;
+mod m0009_drs;
 mod support;
 
 /// The ordered list of every migration this build knows.
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0006_coordination::Migration),
             Box::new(m0007_reserve_pool::Migration),
             Box::new(m0008_agent::Migration),
+            Box::new(m0009_drs::Migration),
         ]
     }
 }

@@ -208,8 +208,13 @@ async fn execute(config: &aos_config::Config, args: &RunArgs) -> anyhow::Result<
             report.push(json!({ "plan": plan, "left_out": gathered.left_out, "task": null }));
             continue;
         }
-        let payload =
-            BalanceTask { aggregate: plan.aggregate.clone(), migrations: plan.migrations.clone(), actor: actor() };
+        let payload = BalanceTask {
+            aggregate: plan.aggregate.clone(),
+            migrations: plan.migrations.clone(),
+            actor: actor(),
+            settings: planner_settings(config),
+            deny_hosts: config.balancing.deny_hosts.clone(),
+        };
         let new = aos_jobs::NewTask::new(aos_balance::BALANCE_AGGREGATE, serde_json::to_value(&payload)?);
         let task_id = aos_jobs::insert_task(&db, &new).await?.task_id;
         if !args.balance.json {
@@ -248,7 +253,16 @@ async fn execute(config: &aos_config::Config, args: &RunArgs) -> anyhow::Result<
                         .and_then(serde_json::Value::as_f64)
                         .map(|s| format!("{s:.1} s"))
                         .unwrap_or_default();
-                    [step.target.clone(), step.state.to_string(), attempts, step.error.clone().unwrap_or(seconds)]
+                    let skipped = details.and_then(|d| d.get("skipped")).and_then(serde_json::Value::as_str);
+                    let state = match skipped {
+                        Some(_) => "skipped".to_owned(),
+                        None => step.state.to_string(),
+                    };
+                    let note = match skipped {
+                        Some(reason) => reason.to_owned(),
+                        None => step.error.clone().unwrap_or(seconds),
+                    };
+                    [format!("{} {}", step.name, step.target), state, attempts, note]
                 })
                 .collect();
             print_table(&["Server", "Step", "Attempts", "Took / error"], &rows);

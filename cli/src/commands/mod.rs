@@ -7,6 +7,7 @@ pub mod config;
 pub mod configure;
 pub mod db;
 pub mod demo;
+pub mod drs;
 pub mod event;
 pub mod keystone;
 pub mod node;

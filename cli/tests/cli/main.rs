@@ -12,6 +12,7 @@ mod config;
 mod configure;
 mod db;
 mod demo;
+mod drs;
 mod ha_cloud;
 mod keystone;
 mod node;

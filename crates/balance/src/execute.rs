@@ -4,9 +4,18 @@
 //!
 //! The plan travels in the task's payload, so what runs is exactly what was previewed and
 //! recorded; a task resumed on another worker skips the migrations whose steps succeeded.
-//! Each step is idempotent on its own: a server already on its target counts as migrated, a
-//! server found neither on its source nor on its target (someone moved it) is not touched.
+//! Each step is idempotent on its own: a server already on its target counts as migrated.
+//!
+//! Re-planning when the cloud changed under the plan: before each attempt the server's host
+//! and the two hosts' Placement figures are read again ([`crate::recheck`]); a server no
+//! longer on its source, a target that can no longer take it (capacity, band, gone) or a
+//! source no longer loaded makes the migration *skipped* (its step succeeds with
+//! `skipped` = the reason, so a resumed task does not try it again). When anything was
+//! skipped, the remainder is re-planned once from fresh Nova/Placement data (step `replan`,
+//! the servers this task already moved kept where they are) and the new migrations run as
+//! steps `live_migrate_replanned`.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,13 +25,21 @@ use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::PlannedMigration;
+use crate::gather::CloudSnapshot;
+use crate::model::{PlannedMigration, PlannerSettings};
+use crate::recheck::{self, Figures};
 
 /// The task kind.
 pub const BALANCE_AGGREGATE: &str = "balance_aggregate";
 
 /// The step name of one live migration (its target is the server id).
 pub const LIVE_MIGRATE_STEP: &str = "live_migrate";
+
+/// The step that re-plans the remainder once, when migrations were skipped.
+pub const REPLAN_STEP: &str = "replan";
+
+/// The step name of one migration of the re-planned remainder.
+pub const REPLANNED_STEP: &str = "live_migrate_replanned";
 
 /// The payload of a `balance_aggregate` task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,6 +49,23 @@ pub struct BalanceTask {
     pub migrations: Vec<PlannedMigration>,
     /// Who asked (operator or the beat), for the record.
     pub actor: String,
+    /// The planner's settings the plan was made with (checks and the re-plan use them too).
+    #[serde(default)]
+    pub settings: PlannerSettings,
+    /// `[balancing] deny_hosts` when the plan was made.
+    #[serde(default)]
+    pub deny_hosts: Vec<String>,
+}
+
+/// The recorded result of the `replan` step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Replan {
+    /// Why (the skipped migrations' reasons).
+    pub reasons: Vec<String>,
+    /// The new migrations (none when the aggregate needs none any more).
+    pub migrations: Vec<PlannedMigration>,
+    /// Hosts the new plan leaves loaded.
+    pub still_loaded: Vec<String>,
 }
 
 /// How a plan is executed.
@@ -71,6 +105,9 @@ pub struct MigrationOutcome {
     pub seconds: f64,
     /// Errors of the failed attempts before the one that succeeded.
     pub earlier_errors: Vec<String>,
+    /// Set when the migration was not done because the cloud changed since the plan: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 /// Registers the `balance_aggregate` handler on a runner (the worker's, or the CLI's own).
@@ -100,35 +137,49 @@ pub fn register_tasks_when_connected(
     })
 }
 
-struct Executor {
-    client: OpenStackClient,
-    settings: ExecuteSettings,
+pub(crate) struct Executor {
+    pub(crate) client: OpenStackClient,
+    pub(crate) settings: ExecuteSettings,
 }
 
 impl Executor {
     async fn run(&self, context: TaskContext) -> Result<Value, TaskError> {
         let task: BalanceTask = context.payload_as()?;
         tracing::info!(aggregate = %task.aggregate, migrations = task.migrations.len(), actor = %task.actor, "balancing");
-        // In completion order, each with its migration.
-        let results: Vec<(PlannedMigration, Result<MigrationOutcome, TaskError>)> =
-            futures::stream::iter(task.migrations.clone())
-                .map(|migration: PlannedMigration| {
-                    let context = context.clone();
-                    async move {
-                        let result =
-                            context.step(LIVE_MIGRATE_STEP, &migration.server_id, || self.migrate(&migration)).await;
-                        (migration, result)
-                    }
-                })
-                .buffer_unordered(self.settings.concurrency.max(1))
-                .collect()
-                .await;
+        let mut results = self.run_migrations(&context, &task, &task.migrations, LIVE_MIGRATE_STEP).await;
+        let reasons: Vec<String> = results
+            .iter()
+            .filter_map(|(migration, result)| {
+                let reason = result.as_ref().ok()?.skipped.as_ref()?;
+                Some(format!("{}: {reason}", migration.server_name))
+            })
+            .collect();
+        let mut replanned = None;
+        if !reasons.is_empty() {
+            // Servers this task moved stay where they are now (never twice in one plan).
+            let moved: BTreeSet<String> = results
+                .iter()
+                .filter(|(_, result)| result.as_ref().is_ok_and(|outcome| outcome.skipped.is_none()))
+                .map(|(migration, _)| migration.server_id.clone())
+                .collect();
+            let replan = context.step(REPLAN_STEP, "", || self.replan(&task, &moved, reasons)).await?;
+            tracing::info!(aggregate = %task.aggregate, migrations = replan.migrations.len(), reasons = ?replan.reasons, "the cloud changed under the plan: re-planned the remainder");
+            let more = self.run_migrations(&context, &task, &replan.migrations, REPLANNED_STEP).await;
+            results.extend(more);
+            replanned = Some(replan);
+        }
         let mut failures = Vec::new();
         let mut retryable = false;
         let mut migrated = 0;
+        let mut skipped = Vec::new();
         for (migration, result) in &results {
             match result {
-                Ok(_) => migrated += 1,
+                Ok(outcome) => match &outcome.skipped {
+                    Some(reason) => {
+                        skipped.push(serde_json::json!({ "server_id": migration.server_id, "reason": reason }))
+                    }
+                    None => migrated += 1,
+                },
                 Err(error) => {
                     retryable |= matches!(error, TaskError::Retryable(_));
                     failures.push(format!(
@@ -139,7 +190,12 @@ impl Executor {
             }
         }
         if failures.is_empty() {
-            return Ok(serde_json::json!({ "aggregate": task.aggregate, "migrated": migrated }));
+            return Ok(serde_json::json!({
+                "aggregate": task.aggregate,
+                "migrated": migrated,
+                "skipped": skipped,
+                "replanned": replanned,
+            }));
         }
         let message =
             format!("{} of {} live migrations failed: {}", failures.len(), results.len(), failures.join("; "));
@@ -148,8 +204,74 @@ impl Executor {
         Err(if retryable { TaskError::Retryable(message) } else { TaskError::Fatal(message) })
     }
 
+    /// Runs `migrations` as steps `step`, at most `concurrency` at once; in completion order.
+    async fn run_migrations(
+        &self,
+        context: &TaskContext,
+        task: &BalanceTask,
+        migrations: &[PlannedMigration],
+        step: &str,
+    ) -> Vec<(PlannedMigration, Result<MigrationOutcome, TaskError>)> {
+        futures::stream::iter(migrations.to_vec())
+            .map(|migration: PlannedMigration| {
+                let context = context.clone();
+                async move {
+                    let result = context.step(step, &migration.server_id, || self.migrate(task, &migration)).await;
+                    (migration, result)
+                }
+            })
+            .buffer_unordered(self.settings.concurrency.max(1))
+            .collect()
+            .await
+    }
+
+    /// The aggregate's hosts as Placement reports them now (`None` without an aggregate: a DRS
+    /// plan's checks are the server's place only).
+    async fn figures(&self, task: &BalanceTask) -> Result<Option<Result<Figures, String>>, TaskError> {
+        if task.aggregate.is_empty() {
+            return Ok(None);
+        }
+        let snapshot = CloudSnapshot::read_hosts(&self.client).await.map_err(TaskError::retryable)?;
+        let Ok(aggregates) = snapshot.aggregates_named(Some(&task.aggregate)) else {
+            return Ok(Some(Err(format!("aggregate {} no longer exists", task.aggregate))));
+        };
+        let deny: BTreeSet<String> = task.deny_hosts.iter().cloned().collect();
+        let gathered = snapshot.input_for(aggregates[0], &deny);
+        Ok(Some(Ok(Figures::new(gathered.input.hosts, &task.settings))))
+    }
+
+    /// Plans the aggregate again from fresh data, the servers in `moved` kept where they are.
+    async fn replan(
+        &self,
+        task: &BalanceTask,
+        moved: &BTreeSet<String>,
+        reasons: Vec<String>,
+    ) -> Result<Replan, TaskError> {
+        let snapshot = CloudSnapshot::read(&self.client).await.map_err(TaskError::retryable)?;
+        let Ok(aggregates) = snapshot.aggregates_named(Some(&task.aggregate)) else {
+            return Ok(Replan { reasons, migrations: Vec::new(), still_loaded: Vec::new() });
+        };
+        let deny: BTreeSet<String> = task.deny_hosts.iter().cloned().collect();
+        let mut input = snapshot.input_for(aggregates[0], &deny).input;
+        for server in &mut input.servers {
+            if moved.contains(&server.id) {
+                server.pinned = Some("moved by this plan already".into());
+            }
+        }
+        let plan = crate::plan(&input, &task.settings).map_err(TaskError::fatal)?;
+        Ok(Replan {
+            reasons,
+            still_loaded: plan.still_loaded().map(|host| host.name.clone()).collect(),
+            migrations: plan.migrations,
+        })
+    }
+
     /// One planned migration, with its retries.
-    async fn migrate(&self, planned: &PlannedMigration) -> Result<MigrationOutcome, TaskError> {
+    pub(crate) async fn migrate(
+        &self,
+        task: &BalanceTask,
+        planned: &PlannedMigration,
+    ) -> Result<MigrationOutcome, TaskError> {
         let started = Instant::now();
         let mut errors = Vec::new();
         let attempts_allowed = self.settings.migration_retries + 1;
@@ -160,10 +282,12 @@ impl Executor {
                 return Ok(self.outcome(planned, attempts, None, started, errors));
             }
             if server.host.as_deref() != Some(planned.source.as_str()) {
-                return Err(TaskError::fatal(format!(
-                    "server {} is on {:?}, neither on {} nor on {}: the cloud changed, not moving it",
-                    planned.server_id, server.host, planned.source, planned.target
-                )));
+                let reason = format!(
+                    "server is on {}, no longer on {}",
+                    server.host.as_deref().unwrap_or("no host"),
+                    planned.source
+                );
+                return Ok(self.skipped(planned, attempts, started, errors, reason));
             }
             if server.status != "ACTIVE" || server.task_state.is_some() {
                 // Still settling from an earlier attempt (or someone else's action): wait.
@@ -178,6 +302,15 @@ impl Executor {
                 }
                 tokio::time::sleep(self.settings.poll_interval).await;
                 continue;
+            }
+            match self.figures(task).await? {
+                Some(Ok(figures)) => {
+                    if let Err(reason) = recheck::check(planned, &figures) {
+                        return Ok(self.skipped(planned, attempts, started, errors, reason));
+                    }
+                }
+                Some(Err(reason)) => return Ok(self.skipped(planned, attempts, started, errors, reason)),
+                None => {}
             }
             attempts += 1;
             match self.attempt(planned).await {
@@ -264,6 +397,19 @@ impl Executor {
             migration_uuid,
             seconds: started.elapsed().as_secs_f64(),
             earlier_errors,
+            skipped: None,
         }
+    }
+
+    fn skipped(
+        &self,
+        planned: &PlannedMigration,
+        attempts: u32,
+        started: Instant,
+        earlier_errors: Vec<String>,
+        reason: String,
+    ) -> MigrationOutcome {
+        tracing::info!(server = %planned.server_id, source = %planned.source, target = %planned.target, %reason, "migration skipped: the cloud changed");
+        MigrationOutcome { skipped: Some(reason), ..self.outcome(planned, attempts, None, started, earlier_errors) }
     }
 }

@@ -67,6 +67,19 @@ impl CloudSnapshot {
         })
     }
 
+    /// Only what a host's figures need (aggregates, compute services, hypervisors, Placement
+    /// capacities; no servers or groups): what the executor re-reads before each migration.
+    pub async fn read_hosts(client: &OpenStackClient) -> Result<Self, OpenStackError> {
+        Ok(Self {
+            aggregates: client.aggregates().await?,
+            services: client.compute_services().await?,
+            hypervisors: client.hypervisors().await?,
+            capacities: client.capacities().await?,
+            servers: Vec::new(),
+            groups: Vec::new(),
+        })
+    }
+
     /// The aggregates to balance: the one named (or with that id), or every aggregate that
     /// has hosts, by name.
     pub fn aggregates_named(&self, name: Option<&str>) -> Result<Vec<&Aggregate>, GatherError> {

@@ -9,17 +9,22 @@
 //! - [`execute`]: the `balance_aggregate` task that carries a plan out with live migrations
 //!   (bounded concurrency, Nova's migration records, retries), one resumable step each.
 //!
-//! Not here yet: the periodic balancing job of the beat (`[balancing] enabled`,
-//! `periodic_time`), re-planning when the cloud changed under a running plan, and DRS audits
-//! and action plans (issue 7's later parts).
+//! - [`drs`]: DRS audits and action plans behind one [`drs::Recommender`] interface (our
+//!   planner, or OpenStack Watcher through [`watcher`]), applied by the `drs_apply_plan` task.
+//! - [`recheck`]: whether a planned migration still makes sense on the cloud as it is now
+//!   (the executor skips it and re-plans the remainder once when not).
 
+pub mod drs;
 pub mod execute;
 pub mod gather;
 pub mod model;
 pub mod planner;
+pub mod recheck;
+pub mod watcher;
 
 pub use execute::{
-    BALANCE_AGGREGATE, BalanceTask, ExecuteSettings, MigrationOutcome, register_tasks, register_tasks_when_connected,
+    BALANCE_AGGREGATE, BalanceTask, ExecuteSettings, MigrationOutcome, Replan, register_tasks,
+    register_tasks_when_connected,
 };
 pub use gather::{BALANCING_DENY, BALANCING_METADATA_KEY, CloudSnapshot, GatherError, Gathered, LeftOut};
 pub use model::{

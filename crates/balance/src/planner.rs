@@ -70,8 +70,32 @@ pub fn plan(input: &BalanceInput, settings: &PlannerSettings) -> Result<Plan, Pl
         }
         order = first;
     }
-    let (_, solution) = best.expect("at least one pass ran");
+    let (outcome, mut solution) = best.expect("at least one pass ran");
+    if outcome.still_loaded > 0
+        && let Some(exact) = problem.exact(EXACT_BUDGET)
+        && exact.outcome(&problem) < outcome
+    {
+        solution = exact;
+    }
     Ok(problem.report(&solution))
+}
+
+/// The bounded exact search runs only when the greedy leaves a host loaded and at most this
+/// many movable servers sit on loaded hosts (a small aggregate).
+const EXACT_MAX_CANDIDATES: usize = 40;
+
+/// Nodes the exact search may visit before it gives up (and the greedy's plan stands).
+const EXACT_BUDGET: usize = 200_000;
+
+/// (server, source, target) in order.
+type Migrations = Vec<(usize, usize, usize)>;
+
+/// The bounded exact search's bookkeeping.
+struct Search {
+    nodes: usize,
+    budget: usize,
+    /// The best complete plan found: (migrations, MB moved).
+    best: Option<(Migrations, u64)>,
 }
 
 /// How many times the sources are reordered (the unrelieved ones first) when a pass leaves a
@@ -335,6 +359,102 @@ impl<'a> Problem<'a> {
                 }
             }
         }
+    }
+
+    /// Branch and bound over the plan shape (loaded → not loaded, each server once): for each
+    /// movable server of a loaded host, largest first, move it to a target it fits on or leave
+    /// it; a branch is cut when a loaded host cannot be relieved by its remaining servers or
+    /// when the fewest migrations it still needs (per host, its largest remaining servers)
+    /// cannot beat the best plan found. Returns the plan with every host inside the band and
+    /// the fewest migrations (then MB) found within `budget` nodes, or `None`. Run only when
+    /// the greedy leaves a host loaded on a small aggregate.
+    fn exact(&self, budget: usize) -> Option<Solution> {
+        let sources = self.sources();
+        let mut is_source = vec![false; self.input.hosts.len()];
+        let mut candidates = Vec::new();
+        for &source in &sources {
+            is_source[source] = true;
+            let mut movable = self.movable_on[source].clone();
+            movable.sort_by(|&a, &b| self.contribution(b, source).total_cmp(&self.contribution(a, source)));
+            candidates.extend(movable.into_iter().map(|server| (server, source)));
+        }
+        if sources.is_empty() || candidates.len() > EXACT_MAX_CANDIDATES {
+            return None;
+        }
+        let targets: Vec<usize> = (0..self.input.hosts.len()).filter(|&host| !is_source[host]).collect();
+        let mut state = State::new(self);
+        let mut search = Search { nodes: 0, budget, best: None };
+        self.branch(&mut state, &candidates, 0, &sources, &targets, &mut search);
+        let (migrations, _) = search.best?;
+        let mut state = State::new(self);
+        for &(server, source, target) in &migrations {
+            state.apply(self, server, source, target);
+        }
+        Some(Solution { ram_used: state.ram_used, vcpus_used: state.vcpus_used, migrations })
+    }
+
+    fn branch(
+        &self,
+        state: &mut State,
+        candidates: &[(usize, usize)],
+        index: usize,
+        sources: &[usize],
+        targets: &[usize],
+        search: &mut Search,
+    ) {
+        search.nodes += 1;
+        if search.nodes > search.budget {
+            return;
+        }
+        let mut still_needed = 0;
+        for &source in sources {
+            let need = self.load(source, state.ram_used[source], state.vcpus_used[source]) - self.threshold;
+            if need <= EPSILON {
+                continue;
+            }
+            let (mut covered, mut count) = (0.0, 0);
+            for &(server, _) in candidates[index..].iter().filter(|(_, of)| *of == source) {
+                covered += self.contribution(server, source);
+                count += 1;
+                if covered >= need - EPSILON {
+                    break;
+                }
+            }
+            if covered < need - EPSILON {
+                return;
+            }
+            still_needed += count;
+        }
+        let moved = state.migrations.len();
+        if search.best.as_ref().is_some_and(|(best, _)| moved + still_needed > best.len()) {
+            return;
+        }
+        if still_needed == 0 {
+            let megabytes: u64 = state.migrations.iter().map(|&(server, _, _)| self.input.servers[server].ram_mb).sum();
+            if search.best.as_ref().is_none_or(|(best, best_mb)| (moved, megabytes) < (best.len(), *best_mb)) {
+                search.best = Some((state.migrations.clone(), megabytes));
+            }
+            return;
+        }
+        let Some(&(server, source)) = candidates.get(index) else { return };
+        if self.is_loaded(source, state.ram_used[source], state.vcpus_used[source]) {
+            let mut options: Vec<usize> =
+                targets.iter().copied().filter(|&target| state.fits(self, server, target)).collect();
+            options.sort_by_key(|&target| {
+                std::cmp::Reverse(self.ram_headroom(target, state.ram_used[target], state.vcpus_used[target]))
+            });
+            for target in options {
+                state.apply(self, server, source, target);
+                state.migrations.push((server, source, target));
+                self.branch(state, candidates, index + 1, sources, targets, search);
+                state.migrations.pop();
+                state.apply(self, server, target, source);
+                if search.nodes > search.budget {
+                    return;
+                }
+            }
+        }
+        self.branch(state, candidates, index + 1, sources, targets, search);
     }
 
     fn outcome_of(&self, ram_used: &[u64], vcpus_used: &[u64], migrations: &[(usize, usize, usize)]) -> Outcome {

@@ -14,7 +14,9 @@
 //! (see [`db_test_suite!`] and the `testing` feature).
 
 mod agent_heartbeat_store;
+mod balance_store;
 mod connect;
+mod drs_store;
 pub mod entity;
 mod error;
 mod lease;
@@ -35,7 +37,12 @@ mod tests;
 pub use agent_heartbeat_store::{
     ReceivedHeartbeat, agent_liveness, find_agent_heartbeat, forget_agent, record_agent_heartbeats,
 };
+pub use balance_store::active_tasks_of_kinds;
 pub use connect::{SQLITE_BUSY_TIMEOUT, connect, mask_url};
+pub use drs_store::{
+    NewDrsAction, NewDrsAudit, NewDrsPlan, PlanTransition, drs_cancel_plan, drs_find_audit, drs_find_plan,
+    drs_finish_audit, drs_finish_plan, drs_list_audits, drs_mark_applying, drs_set_action_state, drs_start_audit,
+};
 pub use error::DbError;
 pub use lease::{LeaseState, guard_lease, lease_acquire_or_renew, lease_current, lease_release};
 pub use metrics_snapshot::{MetricsSnapshot, metrics_snapshot};

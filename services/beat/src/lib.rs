@@ -11,6 +11,8 @@ use std::sync::Arc;
 use aos_daemon::{CheckState, DaemonContext, LeaseGrant, LeaseKeeper};
 use aos_jobs::{JobQueue, LeaseFence};
 
+pub mod balancing;
+pub mod drs_trigger;
 pub mod node_sync;
 pub mod storage_sync;
 
@@ -32,6 +34,8 @@ pub struct BeatCounters {
     pub node_syncs: u64,
     pub tracker_rounds: u64,
     pub storage_syncs: u64,
+    pub balancing_rounds: u64,
+    pub drs_audits: u64,
 }
 
 pub async fn run(context: DaemonContext) -> anyhow::Result<()> {
@@ -61,6 +65,10 @@ pub async fn run(context: DaemonContext) -> anyhow::Result<()> {
     let mut next_storage_sync = tokio::time::Instant::now();
     let mut counters = BeatCounters::default();
     let mut active_generation = None;
+    // The balancing period last done by this process (the idempotency keys cover restarts
+    // and other beats).
+    let mut balanced_period: Option<i64> = None;
+    let mut next_drs_trigger = tokio::time::Instant::now() + context.config.drs_trigger.trigger_interval;
     // Housekeeping does not need to be fast; the jobs of later issues keep their own periods.
     let mut ticker = tokio::time::interval(Duration::from_secs(10));
     // The node tracker keeps its own period, `[node_tracker] loop_time`.
@@ -149,6 +157,62 @@ pub async fn run(context: DaemonContext) -> anyhow::Result<()> {
                             }
                         }
                         Err(error) => tracing::warn!(error = %format!("{error:#}"), "reserve pool round failed"),
+                    }
+                }
+                let balancing_section = &context.config.balancing;
+                if let (Some(grant), Some(client)) = (grant.filter(LeaseGrant::is_valid), openstack.get())
+                    && balancing_section.enabled
+                    && balanced_period != Some(balancing::period_of(chrono::Utc::now(), balancing_section.periodic_time))
+                {
+                    let settings = balancing::BalancingSettings::from_config(&context.config);
+                    let actor = format!("beat@{}", context.host);
+                    let lease = Some((LEASE_NAME, grant.generation));
+                    match balancing::balancing_round(&context.db, client, &settings, lease, &actor, None, chrono::Utc::now()).await {
+                        Ok(report) => {
+                            counters.balancing_rounds += 1;
+                            balancing::log_report(&report);
+                            if report.round_held.is_none() {
+                                balanced_period = Some(report.period);
+                            }
+                            if let Some(queue) = queue.get() {
+                                for task_id in report.recorded.values() {
+                                    if let Err(error) = queue.publish(*task_id).await {
+                                        tracing::warn!(%task_id, error = %format!("{error:#}"), "balancing task recorded but not published; the sweep will publish it");
+                                    }
+                                }
+                            }
+                        }
+                        Err(error) => tracing::warn!(error = %format!("{error:#}"), "periodic balancing round failed"),
+                    }
+                }
+                // The DRS trigger: only with a DRS system configured ([drs] host).
+                if let (Some(grant), Some(client)) = (grant.filter(LeaseGrant::is_valid), openstack.get())
+                    && !context.config.drs.host.is_empty()
+                    && tokio::time::Instant::now() >= next_drs_trigger
+                {
+                    next_drs_trigger = tokio::time::Instant::now() + context.config.drs_trigger.trigger_interval;
+                    let trigger = &context.config.drs_trigger;
+                    match aos_balance::watcher::WatcherSettings::from_config(&context.config)
+                        .unwrap_or_else(|| Err("[drs] host is empty".into()))
+                        .and_then(|settings| aos_balance::watcher::WatcherRecommender::new(settings, Some(client.clone())))
+                    {
+                        Ok(source) => {
+                            let actor = format!("beat@{}", context.host);
+                            let lease = Some((LEASE_NAME, grant.generation));
+                            match drs_trigger::drs_trigger_round(&context.db, lease, &source, None, trigger.enabled, &actor).await {
+                                Ok(report) => {
+                                    counters.drs_audits += u64::from(report.audit.is_some());
+                                    drs_trigger::log_report(&report, "watcher", trigger.logfile.as_deref());
+                                    if let (Some(task_id), Some(queue)) = (report.applying, queue.get())
+                                        && let Err(error) = queue.publish(task_id).await
+                                    {
+                                        tracing::warn!(%task_id, error = %format!("{error:#}"), "DRS apply task recorded but not published; the sweep will publish it");
+                                    }
+                                }
+                                Err(error) => tracing::warn!(error = %format!("{error:#}"), "DRS trigger round failed"),
+                            }
+                        }
+                        Err(error) => tracing::warn!(%error, "DRS trigger: cannot set up the Watcher client"),
                     }
                 }
                 let storage_sync = &context.config.storage_sync;

@@ -60,6 +60,13 @@ pub async fn run(context: DaemonContext) -> anyhow::Result<()> {
         migration_retries: context.config.balancing.migration_retries,
         ..aos_balance::ExecuteSettings::default()
     };
+    // DRS action plans (`drs_apply_plan`, aos-balance, docs/adr/0015-drs.md).
+    let runner = aos_balance::drs::register_drs_tasks_when_connected(
+        runner,
+        context.db.clone(),
+        client.clone(),
+        balancing.clone(),
+    );
     let runner = aos_balance::register_tasks_when_connected(runner, client, balancing)
         .with_settings(runner_settings(&context.config));
     tracing::info!(

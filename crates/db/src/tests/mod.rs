@@ -1,6 +1,7 @@
 //! The conformance suite of this crate: every test runs on a fresh MariaDB database and a
 //! fresh SQLite file (see `crate::testing`).
 
+mod drs;
 mod entities;
 mod leases;
 mod migrations;
@@ -27,6 +28,9 @@ pub(crate) const TABLES: &[(u32, &str)] = &[
     (5, "audit_log"),
     (6, "leases"),
     (6, "service_instances"),
+    (9, "drs_audits"),
+    (9, "drs_action_plans"),
+    (9, "drs_actions"),
 ];
 
 /// Whether `SELECT COUNT(*) FROM table` works, i.e. the table exists and is readable.
