@@ -11,6 +11,8 @@
 //! page size in `--limits` (0 = no `limit`, i.e. `[api] max_limit`, 1000 = every node).
 //! The client is a minimal HTTP/1.1 writer/reader over `TcpStream` so that the client costs
 //! little of the two cores it shares with the server. Headline: req/s at the first limit.
+//! Identical lists are answered from the API's short-lived snapshot (docs/adr/0013-api.md);
+//! `--no-cache` sends `Cache-Control: no-cache` so that every request queries and serializes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +40,9 @@ pub struct ApiArgs {
     /// default mysql://root@127.0.0.1:3306, a fresh database dropped at the end).
     #[arg(long, value_enum, default_value_t = ApiBackend::Sqlite)]
     backend: ApiBackend,
+    /// Send `Cache-Control: no-cache`: every request reads the database (no list snapshot).
+    #[arg(long)]
+    no_cache: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -86,21 +91,24 @@ async fn measure(args: ApiArgs) -> anyhow::Result<()> {
     let token = identity.issue_token(&admin).await?.token.expose().clone();
 
     println!(
-        "api: GET /v1/nodes, {} nodes ({}), {} connections, {} s per page size, token validated once by Keystone then cached",
+        "api: GET /v1/nodes, {} nodes ({}), {} connections, {} s per page size, token validated once by Keystone then cached, {}",
         args.nodes,
         if args.backend == ApiBackend::Sqlite { "SQLite" } else { "MariaDB" },
         args.connections,
-        args.seconds
+        args.seconds,
+        if args.no_cache { "Cache-Control: no-cache (every request queries)" } else { "list snapshots allowed" },
     );
+    let extra = if args.no_cache { "Cache-Control: no-cache\r\n" } else { "" };
     let mut headline = None;
     for &limit in &args.limits {
         let path = if limit == 0 { "/v1/nodes".to_string() } else { format!("/v1/nodes?limit={limit}") };
         // Warm-up: validates the token (the only Keystone call) and fills the pools.
-        let (status, body_len) = one_request(address, &path, &token).await?;
+        let (status, body_len) = one_request(address, &path, &token, extra).await?;
         if status != 200 {
             bail!("GET {path} answered {status}");
         }
-        let (count, mut latencies, elapsed) = load(address, &path, &token, args.connections, args.seconds).await?;
+        let (count, mut latencies, elapsed) =
+            load(address, &path, &token, extra, args.connections, args.seconds).await?;
         latencies.sort_unstable();
         let rate = count as f64 / elapsed.as_secs_f64();
         let percentile = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
@@ -134,6 +142,7 @@ async fn load(
     address: std::net::SocketAddr,
     path: &str,
     token: &str,
+    extra: &str,
     connections: usize,
     seconds: u64,
 ) -> anyhow::Result<(usize, Vec<u32>, Duration)> {
@@ -141,7 +150,7 @@ async fn load(
     let started = Instant::now();
     let mut clients = Vec::new();
     for _ in 0..connections {
-        let request = request_bytes(path, token);
+        let request = request_bytes(path, token, extra);
         clients.push(tokio::spawn(async move {
             let mut stream = tokio::net::TcpStream::connect(address).await?;
             stream.set_nodelay(true)?;
@@ -166,25 +175,37 @@ async fn load(
     Ok((all.len(), all, started.elapsed()))
 }
 
-async fn one_request(address: std::net::SocketAddr, path: &str, token: &str) -> anyhow::Result<(u16, usize)> {
+async fn one_request(
+    address: std::net::SocketAddr,
+    path: &str,
+    token: &str,
+    extra: &str,
+) -> anyhow::Result<(u16, usize)> {
     let mut stream = tokio::net::TcpStream::connect(address).await?;
-    stream.write_all(&request_bytes(path, token)).await?;
+    stream.write_all(&request_bytes(path, token, extra)).await?;
     let mut buffer = Vec::new();
     read_response(&mut stream, &mut buffer).await
 }
 
-fn request_bytes(path: &str, token: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Auth-Token: {token}\r\nAccept: application/json\r\n\r\n")
-        .into_bytes()
+/// `extra`: more header lines, each ending in CRLF.
+fn request_bytes(path: &str, token: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Auth-Token: {token}\r\nAccept: application/json\r\n{extra}\r\n"
+    )
+    .into_bytes()
 }
 
 /// Reads one HTTP/1.1 response with a Content-Length body (what axum sends for JSON):
-/// `(status, body length)`. `buffer` keeps bytes of a following response, if any.
+/// `(status, body length)`. Reads straight into `buffer` (no intermediate copy: the client
+/// shares the cores with the server).
 async fn read_response(stream: &mut tokio::net::TcpStream, buffer: &mut Vec<u8>) -> anyhow::Result<(u16, usize)> {
     buffer.clear();
-    let mut chunk = [0u8; 16 * 1024];
+    let mut scanned: usize = 0;
     loop {
-        if let Some(end) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
+        // Only the new bytes (and the three before them) can complete the head's end.
+        let from = scanned.saturating_sub(3);
+        if let Some(at) = buffer[from..].windows(4).position(|window| window == b"\r\n\r\n") {
+            let end = from + at;
             let head = std::str::from_utf8(&buffer[..end]).context("response head")?;
             let status: u16 = head.split(' ').nth(1).and_then(|code| code.parse().ok()).context("status line")?;
             let length: usize = head
@@ -195,19 +216,18 @@ async fn read_response(stream: &mut tokio::net::TcpStream, buffer: &mut Vec<u8>)
                 })
                 .context("no content-length")?;
             let total = end + 4 + length;
+            buffer.reserve(total.saturating_sub(buffer.len()));
             while buffer.len() < total {
-                let read = stream.read(&mut chunk).await?;
-                if read == 0 {
+                if stream.read_buf(buffer).await? == 0 {
                     bail!("connection closed mid-body");
                 }
-                buffer.extend_from_slice(&chunk[..read]);
             }
             return Ok((status, length));
         }
-        let read = stream.read(&mut chunk).await?;
-        if read == 0 {
+        scanned = buffer.len();
+        buffer.reserve(64 * 1024);
+        if stream.read_buf(buffer).await? == 0 {
             bail!("connection closed before an answer");
         }
-        buffer.extend_from_slice(&chunk[..read]);
     }
 }

@@ -22,6 +22,9 @@ pub mod extract;
 pub mod openapi;
 pub mod policy;
 mod routes;
+pub mod snapshot;
+
+pub use routes::settings::EffectiveSettings;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,12 +73,17 @@ pub(crate) struct AppInner {
     /// Nova and Placement, connected at first use (dry runs): the API serves reads while
     /// OpenStack is down.
     pub cloud: tokio::sync::OnceCell<aos_ha::OpenStackCloud>,
+    /// The effective configuration with its provenance (`GET /v1/settings`); `None` when the
+    /// API was started from a bare `Config` (in-process, all-in-one).
+    pub settings: Option<Arc<EffectiveSettings>>,
+    /// Serialized `GET /v1/nodes` answers, dropped by every write (`snapshot.rs`).
+    pub node_lists: snapshot::SnapshotCache,
 }
 
 impl AppState {
     /// Builds the state from the daemon's context: the policy file is read (and must parse)
     /// here; Keystone is not contacted yet.
-    pub fn new(context: &DaemonContext) -> anyhow::Result<Self> {
+    pub fn new(context: &DaemonContext, effective: Option<EffectiveSettings>) -> anyhow::Result<Self> {
         let config = context.config.clone();
         let policy = Policy::load(config.api.policy_file.as_deref())?;
         let settings = aos_openstack::AuthSettings::from(&config.keystone_authtoken);
@@ -97,6 +105,8 @@ impl AppState {
                 validator,
                 policy,
                 cloud: tokio::sync::OnceCell::new(),
+                settings: effective.map(Arc::new),
+                node_lists: snapshot::SnapshotCache::default(),
             }),
         })
     }
@@ -126,22 +136,39 @@ impl AppState {
     }
 }
 
-/// Binds `[api] host:port` and serves until shutdown.
+/// Binds `[api] host:port` and serves until shutdown (without the configuration's provenance:
+/// `GET /v1/settings` answers 503; `run_with_settings` is the daemon's entry).
 pub async fn run(context: DaemonContext) -> anyhow::Result<()> {
+    run_with_settings(context, None).await
+}
+
+/// Binds `[api] host:port` and serves until shutdown; `settings` is what `GET /v1/settings`
+/// shows.
+pub async fn run_with_settings(context: DaemonContext, settings: Option<EffectiveSettings>) -> anyhow::Result<()> {
     let address = context.config.api.bind_address();
     let listener = TcpListener::bind(&address)
         .await
         .with_context(|| format!("cannot bind the API on {address} ([api] host / port)"))?;
-    serve(listener, context).await
+    serve_with_settings(listener, context, settings).await
 }
 
 /// Serves on an already bound listener (tests bind port 0).
 pub async fn serve(listener: TcpListener, context: DaemonContext) -> anyhow::Result<()> {
+    serve_with_settings(listener, context, None).await
+}
+
+/// Serves on an already bound listener, with the configuration's provenance for
+/// `GET /v1/settings`.
+pub async fn serve_with_settings(
+    listener: TcpListener,
+    context: DaemonContext,
+    settings: Option<EffectiveSettings>,
+) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     // The Keystone client's TLS needs the process-wide provider; `main_entry` installs it,
     // callers that serve directly (tests, the benchmark) may not have.
     aos_daemon::startup::install_crypto_provider();
-    let state = AppState::new(&context)?;
+    let state = AppState::new(&context, settings)?;
     spawn_keystone_check(&state, &context);
     tracing::info!(%address, "API listening");
     let shutdown = context.shutdown.clone();
@@ -228,10 +255,19 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     response
 }
 
-/// The audit of mutating requests (see `audit.rs`).
+/// The audit of mutating requests (see `audit.rs`); every mutating request also drops the
+/// list snapshots, when it starts and when its answer is ready (`snapshot.rs`).
 async fn audit_mutations(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let mutating = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if !mutating || !state.inner.config.api.audit_enabled {
+    if !mutating {
+        return next.run(request).await;
+    }
+    let _write = state.inner.node_lists.write_guard();
+    audited(&state, request, next).await
+}
+
+async fn audited(state: &AppState, request: Request, next: Next) -> Response {
+    if !state.inner.config.api.audit_enabled {
         return next.run(request).await;
     }
     let request_id = request.extensions().get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default();

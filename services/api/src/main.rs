@@ -14,5 +14,10 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    aos_daemon::main_entry(aos_api::ROLE, &args.common, aos_api::logfile, aos_api::run)
+    // Read once more (main_entry reads and validates it first and reports its errors) for the
+    // provenance `GET /v1/settings` shows.
+    let settings = args.common.load().ok().map(|loaded| aos_api::EffectiveSettings::from_loaded(&loaded));
+    aos_daemon::main_entry(aos_api::ROLE, &args.common, aos_api::logfile, move |context| {
+        aos_api::run_with_settings(context, settings)
+    })
 }

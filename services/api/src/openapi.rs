@@ -11,7 +11,8 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{nodes, resources};
+use crate::routes::{balancing, drs};
+use crate::routes::{nodes, resources, settings};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -36,6 +37,15 @@ use crate::routes::{nodes, resources};
         resources::task,
         resources::events,
         resources::alarms,
+        settings::show,
+        balancing::preview,
+        balancing::run,
+        drs::create_audit,
+        drs::list_audits,
+        drs::show_audit,
+        drs::show_plan,
+        drs::apply_plan,
+        drs::cancel_plan,
     ),
     components(schemas(
         nodes::NodeView,
@@ -45,6 +55,10 @@ use crate::routes::{nodes, resources};
         nodes::EvacuationArgs,
         nodes::PowerArgs,
         nodes::PowerVerb,
+        settings::SettingView,
+        balancing::BalancingRunRequest,
+        drs::AuditRequest,
+        drs::DrsSource,
         crate::error::ErrorBody,
         crate::error::Fault,
     )),

@@ -38,6 +38,14 @@ pub const DEFAULT_RULES: &[(&str, &str, &str)] = &[
     ("cloud_manager:task:show", "rule:reader_api", "GET /v1/tasks/{id}"),
     ("cloud_manager:event:list", "rule:reader_api", "GET /v1/events"),
     ("cloud_manager:alarm:list", "rule:reader_api", "GET /v1/alarms"),
+    ("cloud_manager:balancing:preview", "rule:reader_api", "GET /v1/balancing/preview"),
+    ("cloud_manager:balancing:run", "rule:admin_api", "POST /v1/balancing/runs"),
+    ("cloud_manager:drs_audit:create", "rule:admin_api", "POST /v1/drs/audits"),
+    ("cloud_manager:drs_audit:list", "rule:reader_api", "GET /v1/drs/audits"),
+    ("cloud_manager:drs_audit:show", "rule:reader_api", "GET /v1/drs/audits/{id}"),
+    ("cloud_manager:drs_plan:show", "rule:reader_api", "GET /v1/drs/plans/{id}"),
+    ("cloud_manager:drs_plan:apply", "rule:admin_api", "POST /v1/drs/plans/{id}/apply"),
+    ("cloud_manager:drs_plan:cancel", "rule:admin_api", "POST /v1/drs/plans/{id}/cancel"),
     ("cloud_manager:settings:show", "rule:admin_api", "GET /v1/settings (secrets masked)"),
 ];
 

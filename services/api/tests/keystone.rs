@@ -80,11 +80,16 @@ struct Api {
 
 impl Api {
     async fn start(database: &TestDatabase, api_section: &str) -> anyhow::Result<Self> {
+        Self::start_with(database, api_section, "").await
+    }
+
+    /// As `start`, with `more` (whole sections) at the end of the configuration.
+    async fn start_with(database: &TestDatabase, api_section: &str, more: &str) -> anyhow::Result<Self> {
         database.connect_migrated().await?.close().await?;
         let admin = admin_settings();
         let ini = format!(
             "[database]\nurl = {}\n[keystone_authtoken]\nauth_url = {}\nusername = {}\npassword = {}\nproject_name = {}\n\
-             interface = public\n[api]\n{api_section}\n",
+             interface = public\n[api]\n{api_section}\n{more}",
             config_database_url(database),
             admin.auth_url,
             admin.username,
@@ -92,13 +97,14 @@ impl Api {
             admin.project_name,
         );
         let loaded = aos_config::load_from_str(&[("test.conf", &ini)]).map_err(|error| anyhow::anyhow!("{error}"))?;
+        let settings = aos_api::EffectiveSettings::from_loaded(&loaded);
         let shutdown = aos_daemon::ShutdownToken::new();
         let context =
             aos_daemon::DaemonContext::connect(aos_api::ROLE, Arc::new(loaded.config), shutdown.clone()).await?;
         let db = context.db.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
-        let server = tokio::spawn(aos_api::serve(listener, context));
+        let server = tokio::spawn(aos_api::serve_with_settings(listener, context, Some(settings)));
         Ok(Self { address, shutdown, server, db, http: reqwest::Client::new() })
     }
 
@@ -329,6 +335,9 @@ async fn bad_requests_name_the_field_and_missing_or_conflicting_things_are_404_a
     assert_eq!(names, ["n-c", "n-d"]);
     let (_, _, page) = api.send("GET", "/v1/nodes", Some(token), None).await;
     assert_eq!(page["nodes"].as_array().unwrap().len(), 3, "capped at max_limit: {page}");
+    // A list answered just before a write (and kept as a snapshot) never hides the write.
+    let (_, _, page) = api.send("GET", "/v1/nodes?maintenance=true", Some(token), None).await;
+    assert_eq!(page["nodes"], json!([]), "{page}");
     let (status, _, answer) =
         api.send("POST", "/v1/nodes/n-c/action", Some(token), Some(r#"{"maintenance": {"enabled": true}}"#)).await;
     assert_eq!(status, 200, "{answer}");
@@ -339,5 +348,51 @@ async fn bad_requests_name_the_field_and_missing_or_conflicting_things_are_404_a
     let (_, _, page) = api.send("GET", "/v1/nodes?state=up&limit=1&marker=n-a", Some(token), None).await;
     assert_eq!(page["nodes"][0]["name"], "n-b");
     assert_eq!(page["nodes_links"][0]["href"], "/v1/nodes?state=up&limit=1&marker=n-b");
+    api.stop().await
+}
+
+#[tokio::test]
+async fn settings_show_every_option_with_its_source_to_an_admin_with_secrets_masked() -> anyhow::Result<()> {
+    let identity = admin_identity().await;
+    let reader = create_reader(&identity).await;
+    let reader_token = reader_token(&identity, &reader).await;
+    let admin_token = identity.issue_token(&admin_settings()).await?;
+    let database = TestDatabase::sqlite().await?;
+    let api = Api::start_with(
+        &database,
+        "max_limit = 77",
+        "[DEFAULT]\ntransport_url = rabbit://aos:transport-secret-42@127.0.0.1:5672/aos\n",
+    )
+    .await?;
+
+    let (status, _, body) = api.send("GET", "/v1/settings", Some(admin_token.token.expose()), None).await;
+    assert_eq!(status, 200, "{body}");
+    let settings = body["settings"].as_array().expect("a list of settings");
+    assert_eq!(settings.len(), aos_config::definitions::OPTIONS.len(), "every known option");
+    let find = |section: &str, key: &str| {
+        settings
+            .iter()
+            .find(|setting| setting["section"] == section && setting["key"] == key)
+            .unwrap_or_else(|| panic!("[{section}] {key} missing: {body}"))
+            .clone()
+    };
+    let max_limit = find("api", "max_limit");
+    assert_eq!((max_limit["value"].as_str(), max_limit["source"].as_str()), (Some("77"), Some("file")), "{max_limit}");
+    assert_eq!(max_limit["file"], "test.conf", "{max_limit}");
+    let port = find("api", "port");
+    assert_eq!((port["value"].as_str(), port["source"].as_str()), (Some("9362"), Some("default")), "{port}");
+    assert!(port["file"].is_null(), "{port}");
+    let password = find("keystone_authtoken", "password");
+    assert_eq!((password["value"].as_str(), password["secret"].as_bool()), (Some("***"), Some(true)), "{password}");
+    let transport = find("DEFAULT", "transport_url");
+    let shown = transport["value"].as_str().unwrap_or_default();
+    assert!(shown.contains("***") && shown.contains("127.0.0.1:5672"), "{transport}");
+    let text = body.to_string();
+    assert!(!text.contains("transport-secret-42"), "the transport password leaked: {text}");
+    assert_eq!(body["files_read"], serde_json::json!(["test.conf"]), "{body}");
+
+    let (status, _, body) = api.send("GET", "/v1/settings", Some(reader_token.token.expose()), None).await;
+    assert_eq!(status, 403, "a reader may not see the configuration: {body}");
+    assert!(message(&body).contains("cloud_manager:settings:show"), "{body}");
     api.stop().await
 }

@@ -1,8 +1,11 @@
 //! The `/v1` resources, one module per resource family; every handler asks the policy for its
 //! action first, then calls the domain crates.
 
+pub(crate) mod balancing;
+pub(crate) mod drs;
 pub(crate) mod nodes;
 pub(crate) mod resources;
+pub(crate) mod settings;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -24,6 +27,14 @@ pub(crate) fn v1_routes() -> Router<AppState> {
         .route("/v1/tasks/{id}", get(resources::task))
         .route("/v1/events", get(resources::events))
         .route("/v1/alarms", get(resources::alarms))
+        .route("/v1/settings", get(settings::show))
+        .route("/v1/balancing/preview", get(balancing::preview))
+        .route("/v1/balancing/runs", post(balancing::run))
+        .route("/v1/drs/audits", get(drs::list_audits).post(drs::create_audit))
+        .route("/v1/drs/audits/{id}", get(drs::show_audit))
+        .route("/v1/drs/plans/{id}", get(drs::show_plan))
+        .route("/v1/drs/plans/{id}/apply", post(drs::apply_plan))
+        .route("/v1/drs/plans/{id}/cancel", post(drs::cancel_plan))
 }
 
 /// The page size of a list request: the asked `limit` capped at `[api] max_limit` (as Nova

@@ -4,9 +4,11 @@
 //! The actions are `aos_ha::operator`'s and `aos_power`'s; nothing is decided here.
 
 use axum::Extension;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::http::Uri;
+use axum::http::header;
 use axum::response::{IntoResponse, Json, Response};
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
@@ -80,7 +82,7 @@ pub(crate) struct NodeListQuery {
     get,
     path = "/v1/nodes",
     tag = "nodes",
-    description = "Nodes by name, a page at a time, optionally filtered.",
+    description = "Nodes by name, a page at a time, optionally filtered. An identical list may be answered from a snapshot up to 100 ms old (never older than a write through this API); send Cache-Control: no-cache for a fresh read.",
     params(("limit" = Option<u64>, Query, description = "Page size, at most [api] max_limit (also the default)"), ("marker" = Option<String>, Query, description = "Name of the last node of the previous page"), ("state" = Option<String>, Query, description = "Only nodes in this state (up, suspect, down, maintenance, ...)"), ("maintenance" = Option<bool>, Query), ("reserve" = Option<bool>, Query), ("evacuation_allowed" = Option<bool>, Query), ("removed" = Option<bool>, Query, description = "Nodes Nova no longer lists")),
     responses(
         (status = 200, description = "{\"nodes\": [Node], \"nodes_links\": [{\"rel\": \"next\", \"href\"}]}", body = Object),
@@ -93,10 +95,33 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     uri: Uri,
+    headers: axum::http::HeaderMap,
     ApiQuery(query): ApiQuery<NodeListQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     state.authorize(&caller, "cloud_manager:node:list")?;
     let limit = page_limit(query.limit, state.inner().config.api.max_limit)?;
+    // The same query answered moments ago, and nothing written through this API since;
+    // `Cache-Control: no-cache` asks for a fresh read (HTTP's meaning).
+    let key = uri.query().unwrap_or("");
+    let snapshots = &state.inner().node_lists;
+    let fresh_wanted = headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .any(|value| value.to_str().is_ok_and(|value| value.to_ascii_lowercase().contains("no-cache")));
+    let _builder = if fresh_wanted {
+        None
+    } else {
+        if let Some(body) = snapshots.get(key) {
+            return Ok(json_bytes(body));
+        }
+        let builder = snapshots.build_lock(key).await;
+        if let Some(body) = snapshots.get(key) {
+            return Ok(json_bytes(body));
+        }
+        Some(builder)
+    };
+    let generation = snapshots.generation();
+    let built = std::time::Instant::now();
     let db = &state.inner().db;
     let mut select = node::Entity::find().order_by_asc(node::Column::Name);
     if let Some(marker) = &query.marker {
@@ -125,7 +150,21 @@ pub(crate) async fn list(
     }
     let nodes: Vec<NodeView> = select.limit(limit).all(db).await?.into_iter().map(NodeView::from).collect();
     let links = next_links("/v1/nodes", uri.query(), limit, nodes.len(), nodes.last().map(|node| node.name.as_str()));
-    Ok(Json(json!({ "nodes": nodes, "nodes_links": links })))
+    // Serialized straight from the views (no intermediate `Value` tree).
+    let body = serde_json::to_vec(&NodePage { nodes: &nodes, nodes_links: &links }).map_err(ApiError::internal)?;
+    let body = Bytes::from(body);
+    snapshots.store(key, generation, built, body.clone());
+    Ok(json_bytes(body))
+}
+
+#[derive(Serialize)]
+struct NodePage<'a> {
+    nodes: &'a [NodeView],
+    nodes_links: &'a serde_json::Value,
+}
+
+fn json_bytes(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// A node's binding to an availability storage.

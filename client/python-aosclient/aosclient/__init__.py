@@ -1,0 +1,1 @@
+"""python-openstackclient plugin for aos-cloud-manager (``openstack aos ...``)."""
