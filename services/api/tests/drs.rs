@@ -9,68 +9,16 @@
 
 use std::sync::Arc;
 
+mod common;
+use common::{admin_identity, create_reader, reader_token};
+
 use aos_db::{NewDrsAction, NewDrsAudit, NewDrsPlan};
-use aos_openstack::testing::{
-    Cleanup, admin_client, admin_settings, auth_url, install_crypto_provider, options, settings, unique_name,
-};
-use aos_openstack::{IdentityClient, IssuedToken};
+use aos_openstack::testing::{Cleanup, admin_client, admin_settings, unique_name};
 use aos_testkit::testing::TestDatabase;
 use aos_testkit::{config_database_url, delete_test_queues, queue_prefix, test_job_queue};
 use chrono::Utc;
 use sea_orm::EntityTrait;
 use serde_json::{Value, json};
-
-/// A reader user of project `admin`, deleted on drop.
-struct ReaderUser {
-    user_id: String,
-    name: String,
-    password: String,
-}
-
-impl Drop for ReaderUser {
-    fn drop(&mut self) {
-        let user_id = self.user_id.clone();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            runtime.block_on(async move {
-                match IdentityClient::connect(admin_settings(), options()).await {
-                    Ok(identity) => {
-                        if let Err(error) = identity.delete_user(&user_id).await {
-                            eprintln!("could not delete test user {user_id}: {error}");
-                        }
-                    }
-                    Err(error) => eprintln!("cleanup skipped: {error}"),
-                }
-            });
-        })
-        .join();
-    }
-}
-
-async fn admin_identity() -> IdentityClient {
-    install_crypto_provider();
-    IdentityClient::connect(admin_settings(), options()).await.unwrap_or_else(|error| {
-        panic!(
-            "the test cloud's Keystone at {} is not usable ({error}); start it with scripts/ensure-openstack.sh",
-            auth_url()
-        )
-    })
-}
-
-async fn create_reader(identity: &IdentityClient) -> ReaderUser {
-    let project = identity.project_id("admin").await.expect("project admin");
-    let role = identity.role_id("reader").await.expect("role reader");
-    let name = unique_name("aos-api-drs-reader");
-    let password = unique_name("pw");
-    let user_id = identity.create_user(&name, &password, &project).await.expect("create the reader user");
-    let user = ReaderUser { user_id, name, password };
-    identity.assign_project_role(&project, &user.user_id, &role).await.expect("grant reader");
-    user
-}
-
-async fn reader_token(identity: &IdentityClient, user: &ReaderUser) -> IssuedToken {
-    identity.issue_token(&settings(&user.name, &user.password, "admin")).await.expect("reader token")
-}
 
 /// The API served on port 0 over `database`, `[keystone_authtoken]` = the test cloud's admin,
 /// tasks published to the local RabbitMQ under the test's own queue prefix.
@@ -179,7 +127,7 @@ async fn recommended_plan(db: &aos_db::DatabaseConnection, scope: &str) -> (Stri
 #[tokio::test]
 async fn readers_read_admins_audit_apply_and_cancel_with_states_named_and_every_post_audited() -> anyhow::Result<()> {
     let identity = admin_identity().await;
-    let reader = create_reader(&identity).await;
+    let reader = create_reader(&identity, "aos-api-drs-reader").await;
     let reader_token = reader_token(&identity, &reader).await;
     let admin_token = identity.issue_token(&admin_settings()).await?;
     let reader = reader_token.token.expose().as_str();

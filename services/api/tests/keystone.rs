@@ -6,67 +6,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+use common::{admin_identity, create_reader, reader_token};
+
 use aos_db::ObservedComputeHost;
-use aos_openstack::testing::{
-    admin_settings, auth_url, eventually, install_crypto_provider, options, settings, unique_name,
-};
-use aos_openstack::{IdentityClient, IssuedToken};
+use aos_openstack::testing::{admin_settings, eventually};
 use aos_testkit::config_database_url;
 use aos_testkit::testing::TestDatabase;
 use sea_orm::EntityTrait;
 use serde_json::{Value, json};
-
-/// A reader user of project `admin`, deleted on drop.
-struct ReaderUser {
-    user_id: String,
-    name: String,
-    password: String,
-}
-
-impl Drop for ReaderUser {
-    fn drop(&mut self) {
-        let user_id = self.user_id.clone();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            runtime.block_on(async move {
-                match IdentityClient::connect(admin_settings(), options()).await {
-                    Ok(identity) => {
-                        if let Err(error) = identity.delete_user(&user_id).await {
-                            eprintln!("could not delete test user {user_id}: {error}");
-                        }
-                    }
-                    Err(error) => eprintln!("cleanup skipped: {error}"),
-                }
-            });
-        })
-        .join();
-    }
-}
-
-async fn admin_identity() -> IdentityClient {
-    install_crypto_provider();
-    IdentityClient::connect(admin_settings(), options()).await.unwrap_or_else(|error| {
-        panic!(
-            "the test cloud's Keystone at {} is not usable ({error}); start it with scripts/ensure-openstack.sh",
-            auth_url()
-        )
-    })
-}
-
-async fn create_reader(identity: &IdentityClient) -> ReaderUser {
-    let project = identity.project_id("admin").await.expect("project admin");
-    let role = identity.role_id("reader").await.expect("role reader");
-    let name = unique_name("aos-api-reader");
-    let password = unique_name("pw");
-    let user_id = identity.create_user(&name, &password, &project).await.expect("create the reader user");
-    let user = ReaderUser { user_id, name, password };
-    identity.assign_project_role(&project, &user.user_id, &role).await.expect("grant reader");
-    user
-}
-
-async fn reader_token(identity: &IdentityClient, user: &ReaderUser) -> IssuedToken {
-    identity.issue_token(&settings(&user.name, &user.password, "admin")).await.expect("reader token")
-}
 
 /// The API served on port 0 over `database`, with `[keystone_authtoken]` = the test cloud's
 /// admin and `extra` config lines.
@@ -155,7 +103,7 @@ fn message(body: &Value) -> String {
 #[tokio::test]
 async fn without_a_valid_token_401_a_reader_reads_but_cannot_act_an_admin_acts_and_is_audited() -> anyhow::Result<()> {
     let identity = admin_identity().await;
-    let reader = create_reader(&identity).await;
+    let reader = create_reader(&identity, "aos-api-reader").await;
     let reader_token = reader_token(&identity, &reader).await;
     assert!(reader_token.info.roles.contains(&"reader".to_string()), "{:?}", reader_token.info.roles);
     assert!(!reader_token.info.roles.contains(&"admin".to_string()));
@@ -253,7 +201,7 @@ async fn without_a_valid_token_401_a_reader_reads_but_cannot_act_an_admin_acts_a
 #[tokio::test]
 async fn a_revoked_token_is_refused_once_the_cache_window_has_passed() -> anyhow::Result<()> {
     let identity = admin_identity().await;
-    let reader = create_reader(&identity).await;
+    let reader = create_reader(&identity, "aos-api-reader").await;
     let token = reader_token(&identity, &reader).await;
     let database = TestDatabase::sqlite().await?;
     let api = Api::start(&database, "token_cache_time = 1").await?;
@@ -354,7 +302,7 @@ async fn bad_requests_name_the_field_and_missing_or_conflicting_things_are_404_a
 #[tokio::test]
 async fn settings_show_every_option_with_its_source_to_an_admin_with_secrets_masked() -> anyhow::Result<()> {
     let identity = admin_identity().await;
-    let reader = create_reader(&identity).await;
+    let reader = create_reader(&identity, "aos-api-reader").await;
     let reader_token = reader_token(&identity, &reader).await;
     let admin_token = identity.issue_token(&admin_settings()).await?;
     let database = TestDatabase::sqlite().await?;

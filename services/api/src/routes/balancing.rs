@@ -17,7 +17,8 @@ use serde_json::json;
 
 use aos_balance::{BALANCE_AGGREGATE, BalanceTask, CloudSnapshot, GatherError, Gathered, Plan, PlannerSettings};
 
-use super::drs::{actor, publish, task_link};
+use super::drs::{actor, task_link};
+use super::publish;
 use crate::audit::AuditEntry;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery};

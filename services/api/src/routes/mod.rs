@@ -71,3 +71,24 @@ pub(crate) fn next_links(
         _ => serde_json::json!([]),
     }
 }
+
+/// Publishes a recorded task to the workers; if the queue is unreachable the beat's sweep
+/// publishes it (the task is in the database either way).
+pub(crate) async fn publish(state: &AppState, task_id: aos_jobs::TaskId) {
+    let db = &state.inner().db;
+    let config = &state.inner().config;
+    let opened = if db.get_database_backend() == aos_db::DbBackend::Sqlite {
+        aos_jobs::JobQueue::sqlite(db).await
+    } else {
+        aos_jobs::JobQueue::connect_amqp(&config.default.transport_url.to_amqp_uri(), &config.worker.queue_prefix).await
+    };
+    match opened {
+        Ok(queue) => {
+            if let Err(error) = queue.publish(task_id).await {
+                tracing::warn!(%error, %task_id, "task recorded but not published; the beat's sweep publishes it");
+            }
+            queue.close().await;
+        }
+        Err(error) => tracing::warn!(%error, %task_id, "job queue unreachable; the beat's sweep publishes the task"),
+    }
+}

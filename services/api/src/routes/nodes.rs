@@ -18,6 +18,7 @@ use serde_json::json;
 use aos_db::entity::{NodeState, node};
 use aos_ha::operator::{self, OperatorError};
 
+use super::publish;
 use super::{next_links, page_limit};
 use crate::audit::AuditEntry;
 use crate::error::{ApiError, ErrorBody};
@@ -457,26 +458,6 @@ async fn run_power(
             aos_power::NodeOperationError::Power { .. } => ApiError::ServiceUnavailable(error.to_string()),
             aos_power::NodeOperationError::Store(store) => ApiError::internal(store),
         })
-}
-
-/// Publishes a recorded task; if the queue is unreachable the beat's sweep publishes it.
-async fn publish(state: &AppState, task_id: aos_jobs::TaskId) {
-    let db = &state.inner().db;
-    let config = &state.inner().config;
-    let opened = if db.get_database_backend() == aos_db::DbBackend::Sqlite {
-        aos_jobs::JobQueue::sqlite(db).await
-    } else {
-        aos_jobs::JobQueue::connect_amqp(&config.default.transport_url.to_amqp_uri(), &config.worker.queue_prefix).await
-    };
-    match opened {
-        Ok(queue) => {
-            if let Err(error) = queue.publish(task_id).await {
-                tracing::warn!(%error, %task_id, "task recorded but not published; the beat's sweep publishes it");
-            }
-            queue.close().await;
-        }
-        Err(error) => tracing::warn!(%error, %task_id, "job queue unreachable; the beat's sweep publishes the task"),
-    }
 }
 
 fn operator_error(error: OperatorError) -> ApiError {
