@@ -37,6 +37,12 @@ const AUTH_TOKEN_HEADER: &str = "X-Auth-Token";
 const SUBJECT_TOKEN_HEADER: &str = "X-Subject-Token";
 const MICROVERSION_HEADER: &str = "OpenStack-API-Version";
 
+/// How long an idle connection to Keystone, Nova or Placement may wait in the pool for reuse:
+/// under the keep-alive timeout of the usual WSGI servers and proxies (gunicorn 2 s, Apache
+/// 5 s, uWSGI/haproxy more), so that we never write a request on a connection the server is
+/// closing. Bursts (a recovery's requests) still share connections.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The services this client talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Service {
@@ -208,6 +214,11 @@ impl OpenStackClient {
         let http = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
             .timeout(options.request_timeout)
+            // An idle connection is not reused after POOL_IDLE_TIMEOUT: WSGI servers in front
+            // of the APIs close idle keep-alive connections early (gunicorn after 2 s), and a
+            // request written the moment the server closes fails with "connection closed
+            // before message completed" — which a POST (evacuate, create) cannot retry.
+            .pool_idle_timeout(crate::client::POOL_IDLE_TIMEOUT)
             // A redirect would carry X-Auth-Token to wherever it points.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("aos-cloud-manager/", env!("CARGO_PKG_VERSION")))

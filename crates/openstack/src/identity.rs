@@ -212,6 +212,11 @@ impl IdentityClient {
         let http = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
             .timeout(options.request_timeout)
+            // An idle connection is not reused after POOL_IDLE_TIMEOUT: WSGI servers in front
+            // of the APIs close idle keep-alive connections early (gunicorn after 2 s), and a
+            // request written the moment the server closes fails with "connection closed
+            // before message completed" — which a POST (evacuate, create) cannot retry.
+            .pool_idle_timeout(crate::client::POOL_IDLE_TIMEOUT)
             // A redirect would carry both tokens to wherever it points.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("aos-cloud-manager/", env!("CARGO_PKG_VERSION")))
