@@ -70,15 +70,34 @@ impl BatchAck {
     /// `basic.ack` with `multiple = true`: the broker forgets the batch (and any earlier
     /// delivery of the channel still unacknowledged, see the module header).
     pub async fn ack(&self) -> Result<(), BusError> {
-        let done = self.last.ack(BasicAckOptions { multiple: true }).await?;
+        let done = bounded("basic.ack", self.last.ack(BasicAckOptions { multiple: true })).await?;
         if done { Ok(()) } else { Err(channel_gone("basic.ack")) }
     }
 
     /// `basic.nack` with `multiple = true, requeue = true`: the batch goes back to the queue,
     /// to this consumer or another.
     pub async fn requeue(&self) -> Result<(), BusError> {
-        let done = self.last.nack(BasicNackOptions { multiple: true, requeue: true }).await?;
+        let done = bounded("basic.nack", self.last.nack(BasicNackOptions { multiple: true, requeue: true })).await?;
         if done { Ok(()) } else { Err(channel_gone("basic.nack")) }
+    }
+}
+
+/// How often a consumer waiting for its first delivery checks that its channel is still open.
+const CHANNEL_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// An acknowledgement or cancel at most [`crate::CLOSE_TIMEOUT`]: on a connection the broker
+/// just reset, lapin may never settle the call, and a consumer waiting on it would never see
+/// the connection end nor reconnect (seen with a broker stopped under load).
+async fn bounded<T>(
+    method: &'static str,
+    call: impl std::future::Future<Output = Result<T, lapin::Error>>,
+) -> Result<T, BusError> {
+    match tokio::time::timeout(crate::CLOSE_TIMEOUT, call).await {
+        Ok(done) => Ok(done?),
+        Err(_) => Err(BusError::Operation(lapin::Error::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("{method}: no answer within {:?}", crate::CLOSE_TIMEOUT),
+        )))),
     }
 }
 
@@ -128,9 +147,17 @@ impl BatchConsumer {
     /// The next batch: waits for a first delivery (or shutdown), then fills the batch until
     /// it is full or `window` has passed since that first delivery.
     pub async fn next_batch(&mut self, shutdown: &CancellationToken) -> NextBatch {
+        let channel = &self.channel;
         let first = tokio::select! {
             _ = shutdown.cancelled() => return NextBatch::Stopped,
             delivery = self.consumer.next() => delivery,
+            // lapin normally ends the consumer when its connection fails; should it not (a
+            // reset under load), the channel's state still says so: never wait on a dead one.
+            _ = async {
+                while channel.status().connected() {
+                    tokio::time::sleep(CHANNEL_CHECK_INTERVAL).await;
+                }
+            } => return NextBatch::Ended(Some(channel_gone("basic.consume"))),
         };
         let first = match first {
             Some(Ok(delivery)) => delivery,
@@ -175,7 +202,7 @@ impl BatchConsumer {
     /// taken into a batch stay unacknowledged and return to the queue when the channel
     /// closes.
     pub async fn cancel(&self) -> Result<(), BusError> {
-        self.channel.basic_cancel(self.consumer.tag(), BasicCancelOptions::default()).await?;
+        bounded("basic.cancel", self.channel.basic_cancel(self.consumer.tag(), BasicCancelOptions::default())).await?;
         Ok(())
     }
 

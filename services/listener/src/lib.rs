@@ -290,7 +290,7 @@ async fn write_batches(
                 if let Err(error) = prepared.ack.ack().await {
                     // Recorded but not acknowledged: the broker redelivers the batch and the
                     // unique message ids make it a no-op.
-                    tracing::debug!(%error, "cannot acknowledge a recorded batch");
+                    tracing::warn!(%error, "cannot acknowledge a recorded batch (the broker redelivers it)");
                 }
             }
             Err(error) => {
