@@ -98,17 +98,18 @@ async fn an_unbalanced_aggregate_is_balanced_by_the_live_migrations_preview_show
         } else {
             Default::default()
         };
-        let id = client
-            .create_server(&NewServer {
+        let id = aos_openstack::testing::boot_on(
+            &client,
+            NewServer {
                 name,
                 image_id: image.clone(),
                 flavor_id: flavor.clone(),
                 host: Some(HOSTS[0].to_owned()),
                 server_group: None,
                 metadata,
-            })
-            .await
-            .expect("boot a server");
+            },
+        )
+        .await;
         server_ids.lock().unwrap().push(id);
     }
     let ids = server_ids.lock().unwrap().clone();

@@ -335,3 +335,19 @@ pub async fn delete_servers(client: &OpenStackClient, server_ids: &[String]) {
         .await;
     }
 }
+
+/// Boots `server` (on its `host`), retrying while Nova does not map a (re)started host yet
+/// ("Compute host … could not be found": the scheduler maps new hosts within
+/// `discover_hosts_in_cells_interval`), for up to 90 s.
+pub async fn boot_on(client: &OpenStackClient, server: crate::NewServer) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        match client.create_server(&server).await {
+            Ok(id) => return id,
+            Err(error) if error.to_string().contains("could not be found") && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(error) => panic!("boot {}: {error}", server.name),
+        }
+    }
+}

@@ -369,21 +369,6 @@ async fn readers_read_admins_audit_apply_and_cancel_with_states_named_and_every_
 const HOSTS: [&str; 2] = ["aos-api-bal-1", "aos-api-bal-2"];
 const SERVERS: usize = 4;
 
-/// Boots `server`, retrying while Nova does not map the (re)started host yet (the scheduler
-/// maps new hosts within `discover_hosts_in_cells_interval`).
-async fn boot_on(client: &aos_openstack::OpenStackClient, server: aos_openstack::NewServer) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
-    loop {
-        match client.create_server(&server).await {
-            Ok(id) => return id,
-            Err(error) if error.to_string().contains("could not be found") && std::time::Instant::now() < deadline => {
-                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-            }
-            Err(error) => panic!("boot {}: {error}", server.name),
-        }
-    }
-}
-
 /// An aggregate of two hosts of our own, its servers all on the first: the preview shows the
 /// planner's moves, a run records exactly those as a `balance_aggregate` task for the workers
 /// (202; nothing migrates in the API), and a planner audit recommends them as a plan.
@@ -432,7 +417,7 @@ async fn a_balancing_run_records_the_previewed_moves_for_the_workers() -> anyhow
             server_group: None,
             metadata: Default::default(),
         };
-        let id = boot_on(&client, server).await;
+        let id = aos_openstack::testing::boot_on(&client, server).await;
         server_ids.lock().unwrap().push(id);
     }
     let ids = server_ids.lock().unwrap().clone();

@@ -92,21 +92,6 @@ const HOSTS: [&str; 3] = ["aos-beat-bal-1", "aos-beat-bal-2", "aos-beat-bal-3"];
 const HOST_RAM_MB: u32 = 2048;
 const SERVERS: usize = 8;
 
-/// Boots `name` on `host`, retrying while Nova does not map the (re)started host yet (the
-/// scheduler maps new hosts within `discover_hosts_in_cells_interval`).
-async fn boot_on(client: &aos_openstack::OpenStackClient, server: aos_openstack::NewServer) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
-    loop {
-        match client.create_server(&server).await {
-            Ok(id) => return id,
-            Err(error) if error.to_string().contains("could not be found") && std::time::Instant::now() < deadline => {
-                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-            }
-            Err(error) => panic!("boot {}: {error}", server.name),
-        }
-    }
-}
-
 /// A round finds the aggregate balanced (no migration needed) within 30 s: Placement may still
 /// count a live migration that just finished for a moment.
 async fn balanced_soon(
@@ -167,7 +152,7 @@ async fn the_beat_records_one_task_per_period_and_the_task_replans_when_the_clou
     }
     let (image, flavor) = tiny_image_and_nano_flavor(&client).await;
     for index in 0..SERVERS {
-        let id = boot_on(
+        let id = aos_openstack::testing::boot_on(
             &client,
             NewServer {
                 name: format!("{aggregate_name}-{index}"),
@@ -284,7 +269,7 @@ async fn the_beat_records_one_task_per_period_and_the_task_replans_when_the_clou
 
     // --- DRS: the trigger audits (our planner as the source) and applies automatically -------
     for index in SERVERS..SERVERS + 4 {
-        let id = boot_on(
+        let id = aos_openstack::testing::boot_on(
             &client,
             NewServer {
                 name: format!("{aggregate_name}-{index}"),
